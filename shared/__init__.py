@@ -1,0 +1,1 @@
+"""The system's logic: knows nothing of azure.functions nor devhost."""

@@ -1,0 +1,66 @@
+"""One typed settings object, read from the Function app's app settings (environment variables).
+
+The names are the ones Bicep sets and `local.settings.json` uses; the infra contract test reads
+the aliases below. Each connection has two forms, as the Functions runtime itself has: a connection
+string (local stack) or identity-based `__fullyQualifiedNamespace` / `__blobServiceUri` (Azure).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", populate_by_name=True)
+
+    servicebus_connection_string: str | None = Field(
+        default=None, validation_alias=AliasChoices("ServiceBusConnection")
+    )
+    servicebus_namespace: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("ServiceBusConnection__fullyQualifiedNamespace"),
+    )
+    storage_connection_string: str | None = Field(
+        default=None, validation_alias=AliasChoices("AzureWebJobsStorage")
+    )
+    storage_blob_uri: str | None = Field(
+        default=None, validation_alias=AliasChoices("AzureWebJobsStorage__blobServiceUri")
+    )
+    managed_identity_client_id: str | None = Field(
+        default=None, validation_alias=AliasChoices("AZURE_CLIENT_ID")
+    )
+    tenant_registry: str = Field(
+        default="blob://config/registry.json",
+        validation_alias=AliasChoices("TENANT_REGISTRY"),
+        description="a file path, or blob://<container>/<name> in the app's storage account",
+    )
+    azure_openai_endpoint: str | None = Field(
+        default=None, validation_alias=AliasChoices("AZURE_OPENAI_ENDPOINT")
+    )
+    azure_ai_services_endpoint: str | None = Field(
+        default=None, validation_alias=AliasChoices("AZURE_AI_SERVICES_ENDPOINT")
+    )
+    azure_openai_api_version: str = Field(
+        default="2024-10-21", validation_alias=AliasChoices("AZURE_OPENAI_API_VERSION")
+    )
+    model_api_key: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MODEL_API_KEY"),
+        description="local simulator only; in Azure the managed identity is used",
+    )
+
+
+# Settings that Azure sets optionally or that only the local stack uses; the infra contract test
+# accepts their absence from the Bicep app settings.
+OPTIONAL_IN_AZURE: frozenset[str] = frozenset(
+    {"ServiceBusConnection", "AzureWebJobsStorage", "MODEL_API_KEY", "AZURE_AI_SERVICES_ENDPOINT"}
+)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Built once, lazily (never at import), so tests can clear the cache and set the environment."""
+    return Settings()
