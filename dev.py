@@ -64,7 +64,7 @@ def _ensure_node() -> None:
 
 
 def bootstrap(tools: bool) -> None:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - this runs under whatever python3 the user has
         sys.exit("Python 3.11+ is needed")
     _ensure_venv(
         VENV,

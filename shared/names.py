@@ -14,6 +14,12 @@ FINETUNE_JOBS: Final = "finetune-jobs"
 
 QUEUES: Final = (INFERENCE_REQUESTS, INFERENCE_RESULTS, FEEDBACK, FINETUNE_JOBS)
 
+# Queues the app reads: a tenant's reply_to may never name one (a reply must not become a request).
+INPUT_QUEUES: Final = (INFERENCE_REQUESTS, FEEDBACK, FINETUNE_JOBS)
+
+# The app setting (prefix) that holds the Service Bus connection, as the trigger binding names it.
+SERVICEBUS_CONNECTION: Final = "ServiceBusConnection"
+
 RESULTS_CONTAINER: Final = "results"
 REJECTED_CONTAINER: Final = "rejected"
 USAGE_CONTAINER: Final = "usage"
@@ -27,3 +33,6 @@ CONTAINERS: Final = (
     CONFIG_CONTAINER,
     UPLOADS_CONTAINER,
 )
+
+# Rejections of messages whose tenant is not known are filed under this prefix.
+UNKNOWN_TENANT_PREFIX: Final = "_unknown"

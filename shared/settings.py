@@ -51,16 +51,35 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("MODEL_API_KEY"),
         description="local simulator only; in Azure the managed identity is used",
     )
+    tenant_registry_refresh_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        validation_alias=AliasChoices("TENANT_REGISTRY_REFRESH_SECONDS"),
+        description="how long a loaded registry is used before it is read again (0: every call)",
+    )
+    model_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        validation_alias=AliasChoices("MODEL_TIMEOUT_SECONDS"),
+        description="the time limit of one model call (the SDKs' own retries are off)",
+    )
 
 
 # Settings that Azure sets optionally or that only the local stack uses; the infra contract test
 # accepts their absence from the Bicep app settings.
 OPTIONAL_IN_AZURE: frozenset[str] = frozenset(
-    {"ServiceBusConnection", "AzureWebJobsStorage", "MODEL_API_KEY", "AZURE_AI_SERVICES_ENDPOINT"}
+    {
+        "ServiceBusConnection",
+        "AzureWebJobsStorage",
+        "MODEL_API_KEY",
+        "AZURE_AI_SERVICES_ENDPOINT",
+        "TENANT_REGISTRY_REFRESH_SECONDS",
+        "MODEL_TIMEOUT_SECONDS",
+    }
 )
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """Built once, lazily (never at import), so tests can clear the cache and set the environment."""
+    """Built once, lazily (never at import): tests clear the cache and set the environment."""
     return Settings()

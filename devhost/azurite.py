@@ -1,0 +1,158 @@
+"""Azurite, Microsoft's storage emulator (blob service only), as a child process.
+
+    with Azurite() as azurite:          # a free loopback port, a fresh temporary data folder
+        asyncio.run(create_containers(azurite.connection_string))
+        ...                             # the real azure-storage-blob SDK, against azurite
+
+`python -m devhost.azurite [--port N] [--location DIR]` runs one in the foreground, creates the
+app's containers and prints the connection string for `AzureWebJobsStorage`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import signal
+import tempfile
+import threading
+from collections.abc import Iterable
+from contextlib import suppress
+from pathlib import Path
+from types import TracebackType
+
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.blob.aio import BlobServiceClient
+
+from devhost.processes import ROOT, ChildProcess, free_port
+from shared import names
+
+AZURITE_BLOB = ROOT / "devhost" / "node_modules" / ".bin" / "azurite-blob"
+ACCOUNT_NAME = "devstoreaccount1"
+# Azurite's well-known development account key (public, the same on every machine).
+ACCOUNT_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+
+
+def connection_string(host: str, port: int) -> str:
+    return (
+        f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT_NAME};AccountKey={ACCOUNT_KEY};"
+        f"BlobEndpoint=http://{host}:{port}/{ACCOUNT_NAME};"
+    )
+
+
+class Azurite:
+    """One azurite-blob process; `stop()` sends SIGTERM, then SIGKILL after `stop_timeout_s`."""
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        location: Path | None = None,
+        host: str = "127.0.0.1",
+        log_path: Path | None = None,
+        ready_timeout_s: float = 30.0,
+        stop_timeout_s: float = 10.0,
+    ) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self._own_location = location is None
+        self.location = location or Path(tempfile.mkdtemp(prefix="azurite-"))
+        self._log_path = log_path
+        self._ready_timeout_s = ready_timeout_s
+        self._stop_timeout_s = stop_timeout_s
+        self._process: ChildProcess | None = None
+
+    @property
+    def connection_string(self) -> str:
+        return connection_string(self.host, self.port)
+
+    @property
+    def blob_endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}/{ACCOUNT_NAME}"
+
+    def start(self) -> Azurite:
+        if not AZURITE_BLOB.exists():
+            raise FileNotFoundError(
+                f"{AZURITE_BLOB} is missing: run `python3 dev.py bootstrap` (npm ci in devhost/)"
+            )
+        self.location.mkdir(parents=True, exist_ok=True)
+        args = [
+            str(AZURITE_BLOB),
+            "--blobHost",
+            self.host,
+            "--blobPort",
+            str(self.port),
+            "--location",
+            str(self.location),
+            "--skipApiVersionCheck",
+            "--disableTelemetry",
+            "--silent",
+        ]
+        self._process = ChildProcess(
+            args,
+            self.port,
+            host=self.host,
+            log_path=self._log_path,
+            ready_timeout_s=self._ready_timeout_s,
+        )
+        try:
+            self._process.start()
+        except BaseException:
+            self._remove_location()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop the process (safe to call twice) and remove a temporary data folder."""
+        if self._process is not None:
+            self._process.stop(self._stop_timeout_s)
+            self._process = None
+        self._remove_location()
+
+    def _remove_location(self) -> None:
+        if self._own_location:
+            shutil.rmtree(self.location, ignore_errors=True)
+
+    def __enter__(self) -> Azurite:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+async def create_containers(connection: str, containers: Iterable[str] = names.CONTAINERS) -> None:
+    """Create the app's containers (those of shared/names.py); existing ones are left alone."""
+    async with BlobServiceClient.from_connection_string(connection) as service:
+        for name in containers:
+            with suppress(ResourceExistsError):
+                await service.create_container(name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devhost.azurite", description=__doc__)
+    parser.add_argument("--port", type=int, default=None)
+    parser.add_argument("--location", type=Path, default=None)
+    options = parser.parse_args(argv)
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.set())
+    azurite = Azurite(port=options.port, location=options.location).start()
+    try:
+        asyncio.run(create_containers(azurite.connection_string))
+        print(azurite.connection_string, flush=True)
+        while not stopping.wait(0.5):
+            pass
+    finally:
+        azurite.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,49 @@
+"""A local stand-in for Azure OpenAI and Azure AI Inference deployments.
+
+Serves the HTTP APIs that `openai.AsyncAzureOpenAI` and
+`azure.ai.inference.aio.ChatCompletionsClient` call, with per-deployment TPM/RPM limits and real
+429s, latency, injectable faults, per-tenant stats and a quality hook.
+
+    sim = await start_simulator(load_config("devhost/models.config.json"))   # port 0: a free one
+    ... AsyncAzureOpenAI(azure_endpoint=sim.url, api_key="sim-key", api_version="2024-10-21")
+    ... ChatCompletionsClient(endpoint=sim.url + "/models", credential=AzureKeyCredential(...))
+    await sim.stop()
+
+Or from a shell: `python -m devhost.models --port 8081 --config devhost/models.config.json`.
+"""
+
+from devhost.models.config import (
+    ConfigError,
+    DeploymentConfig,
+    LatencyConfig,
+    SimulatorConfig,
+    load_config,
+    parse_config,
+)
+from devhost.models.faults import FaultSpec
+from devhost.models.limiter import Decision, RateLimiter
+from devhost.models.quality import QualityModel, StaticQuality
+from devhost.models.server import RunningSimulator, Simulator, start_simulator
+from devhost.models.threaded import ThreadedSimulator, start_simulator_in_thread
+
+DEFAULT_CONFIG_PATH = "devhost/models.config.json"
+
+__all__ = [
+    "DEFAULT_CONFIG_PATH",
+    "ConfigError",
+    "Decision",
+    "DeploymentConfig",
+    "FaultSpec",
+    "LatencyConfig",
+    "QualityModel",
+    "RateLimiter",
+    "RunningSimulator",
+    "Simulator",
+    "SimulatorConfig",
+    "StaticQuality",
+    "ThreadedSimulator",
+    "load_config",
+    "parse_config",
+    "start_simulator",
+    "start_simulator_in_thread",
+]

@@ -1,0 +1,428 @@
+"""The aiohttp app that answers as Azure OpenAI and Azure AI Inference do, and its admin API.
+
+Routes:
+- `POST /openai/deployments/{deployment}/chat/completions?api-version=...` (AsyncAzureOpenAI)
+- `POST /models/chat/completions?api-version=...` and `POST /chat/completions?...`
+  (azure-ai-inference ChatCompletionsClient; the body's `model` names the deployment).
+  `ai_inference` deployments answer only here; `azure_openai` ones answer on both routes, as an
+  AI Services resource does.
+- `GET /admin/health`, `GET /admin/stats`, `POST /admin/reset`,
+  `GET|POST|DELETE /admin/faults`, `GET /admin/deployments`, `PUT /admin/deployments/{name}`.
+
+The per-request path is lean: no file I/O, no logging, no pydantic; one limiter and one stats
+cell per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from devhost.models import errors
+from devhost.models.config import DeploymentConfig, SimulatorConfig, load_config
+from devhost.models.faults import ANY_DEPLOYMENT, FaultBoard, FaultSpec
+from devhost.models.limiter import RateLimiter
+from devhost.models.quality import QualityModel, StaticQuality
+from devhost.models.replies import make_reply
+from devhost.models.stats import NO_TENANT, Stats
+from devhost.models.tokens import estimate_prompt_tokens
+
+log = logging.getLogger("devhost.models")
+
+Route = Literal["openai", "models"]
+MAX_BODY_BYTES = 16 * 1024 * 1024
+SHUTDOWN_TIMEOUT_S = 2.0
+
+
+class _BadRequest(Exception):
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+@dataclass(slots=True)
+class _Deployment:
+    config: DeploymentConfig
+    limiter: RateLimiter
+
+
+@dataclass(frozen=True, slots=True)
+class _ChatRequest:
+    messages: list[dict[str, Any]]
+    max_tokens: int | None
+    n: int
+
+
+def _parse_chat(body: Mapping[str, Any]) -> _ChatRequest:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _BadRequest("'messages' is required and must be a non-empty array", "messages")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            raise _BadRequest(f"messages[{i}] must be an object with a string 'role'", "messages")
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    if max_tokens is not None and (
+        not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1
+    ):
+        raise _BadRequest("'max_tokens' must be an integer >= 1", "max_tokens")
+    n = body.get("n", 1)
+    if n is None:
+        n = 1
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 128:
+        raise _BadRequest("'n' must be an integer from 1 to 128", "n")
+    if body.get("stream"):
+        raise _BadRequest("streaming is not supported by the models simulator", "stream")
+    return _ChatRequest(messages, max_tokens, n)
+
+
+class Simulator:
+    """The simulator's state (deployments, limiters, faults, stats) and its request handlers."""
+
+    def __init__(
+        self,
+        config: SimulatorConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        quality_model: QualityModel | None = None,
+    ) -> None:
+        self._clock = clock
+        self._keys = frozenset(config.api_keys)
+        self._accept_any_bearer = config.accept_any_bearer
+        self._default_max_tokens = config.default_max_tokens
+        self._api_keys = list(config.api_keys)
+        self.quality_model: QualityModel = quality_model or StaticQuality()
+        self.faults = FaultBoard(clock)
+        self.stats = Stats()
+        self._deployments: dict[str, _Deployment] = {}
+        for d in config.deployments:
+            self.put_deployment(d)
+        self._stopping = asyncio.Event()
+
+    # ---- state, also used in-process by tests and the local stack ---------------------------
+
+    @property
+    def config(self) -> SimulatorConfig:
+        return SimulatorConfig(
+            api_keys=self._api_keys,
+            deployments=[d.config for d in self._deployments.values()],
+            default_max_tokens=self._default_max_tokens,
+            accept_any_bearer=self._accept_any_bearer,
+        )
+
+    def put_deployment(self, config: DeploymentConfig) -> bool:
+        """Add or replace a deployment (fresh limiter; its configured faults installed).
+        True when it is new."""
+        new = config.name not in self._deployments
+        self._deployments[config.name] = _Deployment(
+            config, RateLimiter(config.tpm, config.rpm, self._clock)
+        )
+        self.faults.clear(config.name)
+        for spec in config.faults:
+            self.faults.add(config.name, spec)
+        return new
+
+    def reset(self) -> None:
+        """Clear the stats and every limiter's state (faults stay)."""
+        self.stats.reset()
+        for d in self._deployments.values():
+            d.limiter.reset()
+
+    def stop_hanging(self) -> None:
+        """Wake the calls that a timeout fault holds, so a stop does not wait for them."""
+        self._stopping.set()
+
+    # ---- the HTTP app ------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app.router.add_post("/openai/deployments/{deployment}/chat/completions", self._aoai)
+        app.router.add_post("/models/chat/completions", self._inference)
+        app.router.add_post("/chat/completions", self._inference)
+        app.router.add_get("/admin/health", self._health)
+        app.router.add_get("/admin/stats", self._get_stats)
+        app.router.add_post("/admin/reset", self._reset)
+        app.router.add_get("/admin/faults", self._get_faults)
+        app.router.add_post("/admin/faults", self._post_faults)
+        app.router.add_delete("/admin/faults", self._delete_faults)
+        app.router.add_get("/admin/deployments", self._get_deployments)
+        app.router.add_put("/admin/deployments/{name}", self._put_deployment)
+        app.router.add_route("*", "/{tail:.*}", self._not_found)
+        return app
+
+    async def _aoai(self, request: web.Request) -> web.StreamResponse:
+        return await self._chat(request, "openai", request.match_info["deployment"])
+
+    async def _inference(self, request: web.Request) -> web.StreamResponse:
+        return await self._chat(request, "models", None)
+
+    def _auth_failure(self, request: web.Request) -> web.Response | None:
+        headers = request.headers
+        key = headers.get("api-key")
+        if key is not None and key in self._keys:
+            return None
+        auth = headers.get("Authorization")
+        if auth is not None and auth[:7].lower() == "bearer ":
+            token = auth[7:].strip()
+            if token in self._keys or (self._accept_any_bearer and token):
+                return None
+        self.stats.rejected["unauthorized"] += 1
+        return errors.unauthorized(missing=key is None and auth is None)
+
+    async def _chat(
+        self, request: web.Request, route: Route, name: str | None
+    ) -> web.StreamResponse:
+        denied = self._auth_failure(request)
+        if denied is not None:
+            return denied
+        api_version = request.query.get("api-version")
+        if not api_version:
+            self.stats.rejected["bad_request"] += 1
+            return errors.bad_request("the api-version query parameter is required", "api-version")
+        try:
+            body = json.loads(await request.read())
+        except ValueError:
+            self.stats.rejected["bad_request"] += 1
+            return errors.bad_request("the request body is not valid JSON")
+        if not isinstance(body, dict):
+            self.stats.rejected["bad_request"] += 1
+            return errors.bad_request("the request body must be a JSON object")
+        if name is None:
+            name = body.get("model")
+            if not isinstance(name, str) or not name:
+                self.stats.rejected["bad_request"] += 1
+                return errors.bad_request(
+                    "'model' is required: on this endpoint it names the deployment", "model"
+                )
+        dep = self._deployments.get(name)
+        if dep is None or (route == "openai" and dep.config.kind == "ai_inference"):
+            self.stats.rejected["not_found"] += 1
+            return errors.deployment_not_found(name)
+        user = body.get("user")
+        tenant = request.headers.get("x-tenant-id") or (
+            user if isinstance(user, str) and user else NO_TENANT
+        )
+        cell = self.stats.cell(name, tenant)
+        cell.requests += 1
+        try:
+            chat = _parse_chat(body)
+        except _BadRequest as bad:
+            cell.errors += 1
+            return errors.bad_request(bad.message, bad.param)
+
+        fault = self.faults.pick(name)
+        if fault is not None:
+            cell.faults += 1
+            return await self._inject(request, fault)
+
+        prompt_tokens = estimate_prompt_tokens(chat.messages)
+        charge = prompt_tokens + (chat.max_tokens or self._default_max_tokens) * chat.n
+        decision = dep.limiter.try_acquire(charge)
+        headers: dict[str, str] = {}
+        if decision.remaining_requests is not None:
+            headers["x-ratelimit-remaining-requests"] = str(decision.remaining_requests)
+        if decision.remaining_tokens is not None:
+            headers["x-ratelimit-remaining-tokens"] = str(decision.remaining_tokens)
+        request_id = uuid.uuid4().hex
+        headers["x-request-id"] = request_id
+        headers["apim-request-id"] = request_id
+        if not decision.admitted:
+            cell.throttled += 1
+            return errors.throttled(api_version, decision.limit, decision.retry_after_s, headers)
+
+        config = dep.config
+        replies = [make_reply(name, chat.messages, chat.max_tokens, i) for i in range(chat.n)]
+        completion_tokens = sum(r.tokens for r in replies)
+        quality = self.quality_model.score(config, tenant, chat.messages)
+        cell.ok += 1
+        cell.prompt_tokens += prompt_tokens
+        cell.completion_tokens += completion_tokens
+        cell.quality_sum += quality
+        headers["x-sim-quality"] = f"{quality:.4f}"
+        headers["x-sim-deployment"] = name
+
+        delay = config.latency_ms.seconds_for(completion_tokens)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        payload = {
+            "id": f"chatcmpl-{request_id}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": config.model,
+            "choices": [
+                {
+                    "index": i,
+                    "message": {"role": "assistant", "content": r.text},
+                    "finish_reason": r.finish_reason,
+                    "logprobs": None,
+                }
+                for i, r in enumerate(replies)
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+        return web.Response(
+            body=json.dumps(payload).encode(), content_type="application/json", headers=headers
+        )
+
+    async def _inject(self, request: web.Request, fault: FaultSpec) -> web.StreamResponse:
+        if fault.kind in ("500", "503", "429"):
+            return errors.injected(int(fault.kind), fault.retry_after_s)
+        if fault.kind == "timeout":
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), fault.hang_s)
+        # Drop the connection without an answer: the client sees a reset / disconnect.
+        transport = request.transport
+        if transport is not None:
+            transport.abort()
+        raise asyncio.CancelledError
+
+    # ---- admin -------------------------------------------------------------------------------
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "deployments": sorted(self._deployments)})
+
+    async def _get_stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.stats.report())
+
+    async def _reset(self, request: web.Request) -> web.Response:
+        self.reset()
+        return web.json_response({"reset": True})
+
+    async def _get_faults(self, request: web.Request) -> web.Response:
+        return web.json_response({"faults": self.faults.describe()})
+
+    async def _post_faults(self, request: web.Request) -> web.Response:
+        """Body: one fault `{"deployment": "d", "kind": "503", ...}` or
+        `{"deployment": "d", "faults": [{...}, ...]}`; deployment "*" means every deployment."""
+        try:
+            body = await request.json()
+        except ValueError:
+            return errors.bad_request("the request body is not valid JSON")
+        if not isinstance(body, dict) or not isinstance(body.get("deployment"), str):
+            return errors.bad_request("'deployment' (a name, or '*') is required", "deployment")
+        name = body.pop("deployment")
+        if name != ANY_DEPLOYMENT and name not in self._deployments:
+            return errors.deployment_not_found(name)
+        raw = body.get("faults", [body])
+        try:
+            specs = [FaultSpec.model_validate(f) for f in raw]
+        except (ValidationError, TypeError) as err:
+            return errors.bad_request(f"invalid fault: {err}")
+        added = [self.faults.add(name, s) for s in specs]
+        ids = {f.id for f in added}
+        described = [f for f in self.faults.describe() if f["id"] in ids]
+        return web.json_response({"faults": described}, status=201)
+
+    async def _delete_faults(self, request: web.Request) -> web.Response:
+        cleared = self.faults.clear(request.query.get("deployment"))
+        return web.json_response({"cleared": cleared})
+
+    async def _get_deployments(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {"deployments": [d.config.model_dump() for d in self._deployments.values()]}
+        )
+
+    async def _put_deployment(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        try:
+            body = await request.json()
+            if not isinstance(body, dict):
+                raise TypeError("the body must be a JSON object")
+            config = DeploymentConfig.model_validate({**body, "name": name})
+        except (ValueError, TypeError) as err:
+            return errors.bad_request(f"invalid deployment: {err}")
+        new = self.put_deployment(config)
+        return web.json_response(config.model_dump(), status=201 if new else 200)
+
+    async def _not_found(self, request: web.Request) -> web.Response:
+        return errors.resource_not_found()
+
+
+class RunningSimulator:
+    """A simulator serving on a port. `await stop()` (or `async with`) ends it."""
+
+    def __init__(self, simulator: Simulator, runner: web.AppRunner, host: str, port: int):
+        self.simulator = simulator
+        self._runner = runner
+        self.host = host
+        self.port = port
+        self._stopped = False
+
+    @property
+    def url(self) -> str:
+        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    def stats(self) -> dict[str, Any]:
+        return self.simulator.stats.report()
+
+    def reset(self) -> None:
+        self.simulator.reset()
+
+    def add_fault(self, deployment: str, spec: FaultSpec | Mapping[str, Any]) -> str:
+        """Install a fault now; returns its id."""
+        fault = spec if isinstance(spec, FaultSpec) else FaultSpec.model_validate(spec)
+        return self.simulator.faults.add(deployment, fault).id
+
+    def clear_faults(self, deployment: str | None = None) -> int:
+        return self.simulator.faults.clear(deployment)
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self.simulator.stop_hanging()
+        await self._runner.cleanup()
+
+    async def __aenter__(self) -> RunningSimulator:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+async def start_simulator(
+    config: SimulatorConfig | str | Path,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    quality_model: QualityModel | None = None,
+) -> RunningSimulator:
+    """Start serving on host:port (port 0: a free port) in the running event loop."""
+    if not isinstance(config, SimulatorConfig):
+        config = load_config(config)
+    simulator = Simulator(config, clock=clock, quality_model=quality_model)
+    runner = web.AppRunner(
+        simulator.app(),
+        access_log=None,
+        handler_cancellation=True,
+        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound = runner.addresses[0][1]
+    log.debug("models simulator bound to %s:%d", host, bound)
+    return RunningSimulator(simulator, runner, host, int(bound))

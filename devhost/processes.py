@@ -1,0 +1,94 @@
+"""Starting the local stand-ins as child processes and stopping them for sure.
+
+Tests, `python -m devhost up` and the benchmarks all start servers the same way: a free loopback
+port, a readiness check on that port, SIGTERM on the way out and SIGKILL if that is ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Self
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout_s: float, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listened on {host}:{port} within {timeout_s}s")
+
+
+class ChildProcess:
+    """A server process that listens on one port; `stop()` is safe to call twice."""
+
+    def __init__(
+        self,
+        args: Sequence[str],
+        port: int,
+        *,
+        log_path: Path | None = None,
+        host: str = "127.0.0.1",
+        env: dict[str, str] | None = None,
+        ready_timeout_s: float = 30.0,
+    ) -> None:
+        self.args = list(args)
+        self.host = host
+        self.port = port
+        self.log_path = log_path
+        self._env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
+        self._ready_timeout_s = ready_timeout_s
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Self:
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            self.args, stdout=out, stderr=subprocess.STDOUT, env=self._env, cwd=ROOT
+        )
+        if self.log_path:
+            out.close()  # type: ignore[union-attr]
+        try:
+            wait_for_port(self.host, self.port, self._ready_timeout_s, self.proc)
+        except BaseException:
+            self.kill()
+            raise
+        return self
+
+    def stop(self, timeout_s: float = 10.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
+
+    def kill(self) -> None:
+        """SIGKILL: what a crash looks like to the process's data."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]

@@ -1,0 +1,178 @@
+"""AMQP message bytes in and out: batch envelopes, and the broker's annotations on delivery.
+
+Messages are stored as the bytes the sender encoded, so every field the SDK exposes round-trips
+untouched; only the header's delivery count and the broker-owned annotations are rewritten when a
+message is handed out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from proton import Data, Described, Message, symbol, timestamp, ulong
+
+_DATA_SECTION = 0x75
+_APP_PROPERTIES_SECTION = 0x74
+_SECTION_CODES = range(0x70, 0x79)
+
+_HEADER_PREFIX = b"\x00\x53\x70"
+
+SEQUENCE_NUMBER = symbol("x-opt-sequence-number")
+ENQUEUED_TIME = symbol("x-opt-enqueued-time")
+LOCKED_UNTIL = symbol("x-opt-locked-until")
+SCHEDULED_TIME = symbol("x-opt-scheduled-enqueue-time")
+MESSAGE_STATE = symbol("x-opt-message-state")
+DEAD_LETTER_SOURCE = symbol("x-opt-deadletter-source")
+DEAD_LETTER_REASON = "DeadLetterReason"
+DEAD_LETTER_DESCRIPTION = "DeadLetterErrorDescription"
+
+
+def _sections(raw: bytes) -> list[Any]:
+    out: list[Any] = []
+    offset = 0
+    while offset < len(raw):
+        data = Data()
+        used = data.decode(raw[offset:])
+        if used <= 0:
+            raise ValueError("truncated AMQP message")
+        section = data.get_object()
+        if isinstance(section, Described) and isinstance(section.value, memoryview):
+            # proton's views point into the Data buffer; copy before it goes away.
+            section = Described(section.descriptor, bytes(section.value))
+        out.append(section)
+        offset += used
+    return out
+
+
+def _looks_like_message(payload: bytes) -> bool:
+    return (
+        len(payload) >= 3
+        and payload[0] == 0
+        and payload[1] == 0x53
+        and (payload[2] in _SECTION_CODES)
+    )
+
+
+def split_batch(raw: bytes) -> list[bytes]:
+    """The messages inside a Service Bus batch envelope, or `[raw]` for a single message.
+
+    The SDK marks a batch by the transfer's message-format (0x80013700), which proton does not
+    expose; a batch is recognised instead by its shape: data sections that each hold an encoded
+    message, and no application properties of its own.
+    """
+    try:
+        sections = _sections(raw)
+    except (ValueError, TypeError):
+        return [raw]
+    inner: list[bytes] = []
+    for section in sections:
+        if not isinstance(section, Described):
+            return [raw]
+        code = int(section.descriptor)
+        if code == _APP_PROPERTIES_SECTION:
+            return [raw]
+        if code == _DATA_SECTION:
+            payload = bytes(section.value)
+            if not _looks_like_message(payload):
+                return [raw]
+            inner.append(payload)
+    return inner or [raw]
+
+
+@dataclass(frozen=True, slots=True)
+class SentFields:
+    """What the broker needs from a message the client sent."""
+
+    message_id: str | None
+    session_id: str | None
+    ttl_ms: int | None
+    scheduled_ms: int | None
+
+
+def read_sent_fields(raw: bytes) -> SentFields:
+    message = _decoded(raw)
+    annotations = message.annotations or {}
+    scheduled = annotations.get(SCHEDULED_TIME)
+    message_id = message.id
+    return SentFields(
+        message_id=None if message_id is None else str(message_id),
+        session_id=message.group_id or None,
+        ttl_ms=int(message.ttl * 1000) if message.ttl else None,
+        scheduled_ms=int(scheduled) if scheduled else None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerStamp:
+    """The broker-owned facts stamped on a message as it leaves."""
+
+    sequence_number: int
+    enqueued_ms: int
+    delivery_count: int
+    state: int
+    locked_until_ms: int | None = None
+    dead_letter_source: str | None = None
+    dead_letter_reason: str | None = None
+    dead_letter_description: str | None = None
+
+
+def _decoded(raw: bytes) -> Message:
+    message = Message()
+    message.decode(raw)
+    if isinstance(message.body, memoryview):
+        # proton's view points into the buffer that encode() rewrites; own the bytes first.
+        message.body = bytes(message.body)
+    return message
+
+
+def stamp(raw: bytes, facts: BrokerStamp) -> bytes:
+    message = _decoded(raw)
+    message.delivery_count = facts.delivery_count
+    annotations = dict(message.annotations or {})
+    annotations[SEQUENCE_NUMBER] = facts.sequence_number
+    annotations[ENQUEUED_TIME] = timestamp(facts.enqueued_ms)
+    annotations[MESSAGE_STATE] = facts.state
+    if facts.locked_until_ms is not None:
+        annotations[LOCKED_UNTIL] = timestamp(facts.locked_until_ms)
+    if facts.dead_letter_source is not None:
+        annotations[DEAD_LETTER_SOURCE] = facts.dead_letter_source
+        props = dict(message.properties or {})
+        if facts.dead_letter_reason is not None:
+            props[DEAD_LETTER_REASON] = facts.dead_letter_reason
+        if facts.dead_letter_description is not None:
+            props[DEAD_LETTER_DESCRIPTION] = facts.dead_letter_description
+        message.properties = props
+    message.annotations = annotations
+    return _full_header(message) + _without_header(bytes(message.encode()))
+
+
+def _without_header(encoded: bytes) -> bytes:
+    if not encoded.startswith(_HEADER_PREFIX):
+        return encoded
+    used = Data().decode(encoded)
+    return encoded[used:]
+
+
+def _full_header(message: Message) -> bytes:
+    """The header with all five fields written out.
+
+    proton drops trailing default fields (even the whole header), and the SDK then reports
+    `delivery_count` as None; Service Bus always sends it.
+    """
+    ttl_ms = int(message.ttl * 1000) if message.ttl else None
+    fields = (
+        (b"\x41" if message.durable else b"\x42")
+        + b"\x50"
+        + bytes([message.priority & 0xFF])
+        + (b"\x40" if ttl_ms is None else b"\x70" + ttl_ms.to_bytes(4, "big"))
+        + (b"\x41" if message.first_acquirer else b"\x42")
+        + b"\x70"
+        + int(message.delivery_count).to_bytes(4, "big")
+    )
+    body = b"\x05" + fields
+    return _HEADER_PREFIX + b"\xc0" + bytes([len(body)]) + body
+
+
+def as_ulong(value: int) -> ulong:
+    return ulong(value)

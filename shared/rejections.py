@@ -1,0 +1,40 @@
+"""Rejection records: `rejected/<tenant or _unknown>/<message_id>.json`, one per bad message.
+
+A message is filed under its tenant only when the registry knows that tenant; anything else goes
+under `_unknown`, so a message cannot create or write into a prefix of a tenant by naming it.
+Message ids come from the sender; one that is not safe as a blob name is replaced by its hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from shared import names
+from shared.blob_store import BlobStore
+from shared.contracts import RejectionRecord
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+def safe_message_id(message_id: str) -> str:
+    if _SAFE_ID.match(message_id):
+        return message_id
+    return "sha256-" + hashlib.sha256(message_id.encode("utf-8")).hexdigest()[:40]
+
+
+def rejection_blob_name(known_tenant_id: str | None, message_id: str) -> str:
+    prefix = known_tenant_id or names.UNKNOWN_TENANT_PREFIX
+    return f"{prefix}/{safe_message_id(message_id)}.json"
+
+
+class RejectionLog:
+    def __init__(self, store: BlobStore, container: str = names.REJECTED_CONTAINER) -> None:
+        self._store = store
+        self._container = container
+
+    async def write(self, record: RejectionRecord, *, known_tenant_id: str | None) -> str:
+        """Store the record (a redelivery rewrites the same blob); returns its name."""
+        name = rejection_blob_name(known_tenant_id, record.message_id)
+        await self._store.put(self._container, name, record.model_dump_json().encode("utf-8"))
+        return name

@@ -1,0 +1,324 @@
+"""The tenant and deployment registry: who may use which model deployment, and how much.
+
+One JSON or YAML document (`devhost/registry.json` locally, a blob in Azure) holds both lists:
+
+    version: 1
+    deployments:
+      - name: gpt-4o-mini-pool-a          # unique; what routing, logs and usage records call it
+        kind: azure_openai                # or ai_inference
+        mode: pooled                      # pooled | dedicated | tuned
+        endpoint: ${AZURE_OPENAI_ENDPOINT}
+        model: gpt-4o-mini-pool-a         # the deployment name at the endpoint (default: name)
+        capacity: {tokens_per_minute: 200000, requests_per_minute: 1200}
+        priority: 0                       # lower is tried first
+      - {name: fabrikam-ft-v1, mode: tuned, owner_tenant: fabrikam, base: gpt-4o-mini-pool-a, ...}
+    tenants:
+      - id: tailwind
+        mode: pooled
+        deployments: [gpt-4o-mini-pool-a]  # optional; see Registry.allowed_for
+        quota: {tokens_per_minute: 50000, requests_per_minute: 300, max_concurrent: 8}
+
+Isolation is checked when the document is loaded: a tenant that lists another tenant's dedicated
+or tuned deployment makes the whole document invalid (the router checks again per request).
+`${NAME}` in an endpoint is replaced from the environment; a deployment whose endpoint names an
+unset variable stays in the registry but is unusable (the router skips it), so one optional
+endpoint missing in one environment does not take every tenant down.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import Counter
+from collections.abc import Mapping
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from shared import names
+from shared.contracts import TENANT_ID_PATTERN, error_location
+
+BLOB_SCHEME: Final = "blob://"
+_ENV_REFERENCE: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class RegistryError(Exception):
+    """The registry document cannot be used; the message lists every problem found."""
+
+
+class IsolationMode(StrEnum):
+    POOLED = "pooled"
+    DEDICATED = "dedicated"
+    TUNED = "tuned"
+
+
+class DeploymentKind(StrEnum):
+    AZURE_OPENAI = "azure_openai"  # served with openai.AsyncAzureOpenAI
+    AI_INFERENCE = "ai_inference"  # served with azure.ai.inference.aio.ChatCompletionsClient
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Capacity(_Strict):
+    tokens_per_minute: int = Field(gt=0)
+    requests_per_minute: int | None = Field(default=None, gt=0)
+
+
+class Quota(_Strict):
+    """A tenant's limits (None: no limit); enforced by the resilience layer."""
+
+    tokens_per_minute: int | None = Field(default=None, gt=0)
+    requests_per_minute: int | None = Field(default=None, gt=0)
+    max_concurrent: int | None = Field(default=None, gt=0)
+
+
+class Deployment(_Strict):
+    name: str = Field(min_length=1, max_length=64)
+    kind: DeploymentKind
+    mode: IsolationMode
+    endpoint: str | None = Field(
+        description="after ${ENV} expansion; None when a variable it names is not set"
+    )
+    endpoint_problem: str | None = Field(default=None, description="why endpoint is None")
+    model: str = Field(default="", description="deployment name at the endpoint; default: name")
+    capacity: Capacity
+    priority: int = Field(default=0, ge=0)
+    owner_tenant: str | None = None
+    base: str | None = Field(default=None, description="tuned deployments: the base deployment")
+
+    @model_validator(mode="after")
+    def _model_defaults_to_name(self) -> Deployment:
+        if not self.model:
+            object.__setattr__(self, "model", self.name)
+        return self
+
+    @property
+    def usable(self) -> bool:
+        return self.endpoint is not None
+
+    @property
+    def shared(self) -> bool:
+        return self.mode is IsolationMode.POOLED
+
+
+class Tenant(_Strict):
+    id: str = Field(pattern=TENANT_ID_PATTERN)
+    mode: IsolationMode
+    deployments: tuple[str, ...] | None = Field(
+        default=None, description="what it may use; None: the default for its mode"
+    )
+    tuned_deployment: str | None = Field(
+        default=None, description="tuned tenants: the tuned deployment currently promoted"
+    )
+    quota: Quota = Field(default_factory=Quota)
+    reply_queues: tuple[str, ...] = Field(
+        default=(names.INFERENCE_RESULTS,), description="queues its reply_to may name"
+    )
+
+
+class Registry(_Strict):
+    version: Literal[1] = 1
+    deployments: tuple[Deployment, ...]
+    tenants: tuple[Tenant, ...]
+
+    @cached_property
+    def deployment_by_name(self) -> dict[str, Deployment]:
+        return {d.name: d for d in self.deployments}
+
+    @cached_property
+    def tenant_by_id(self) -> dict[str, Tenant]:
+        return {t.id: t for t in self.tenants}
+
+    def tenant(self, tenant_id: str) -> Tenant | None:
+        return self.tenant_by_id.get(tenant_id)
+
+    def allowed_for(self, tenant: Tenant) -> tuple[Deployment, ...]:
+        """The deployments a tenant may reach, in document order.
+
+        Without an explicit list: a pooled tenant gets every pooled deployment; a dedicated tenant
+        every deployment it owns; a tuned tenant its tuned deployment and that one's base.
+        """
+        by_name = self.deployment_by_name
+        if tenant.deployments is not None:
+            return tuple(by_name[n] for n in tenant.deployments if n in by_name)
+        if tenant.mode is IsolationMode.POOLED:
+            return tuple(d for d in self.deployments if d.shared)
+        if tenant.mode is IsolationMode.DEDICATED:
+            return tuple(d for d in self.deployments if d.owner_tenant == tenant.id)
+        wanted: list[str] = []
+        tuned = by_name.get(tenant.tuned_deployment or "")
+        if tuned is not None:
+            wanted.append(tuned.name)
+            if tuned.base:
+                wanted.append(tuned.base)
+        return tuple(d for d in self.deployments if d.name in wanted)
+
+    @model_validator(mode="after")
+    def _check_references_and_isolation(self) -> Registry:
+        problems: list[str] = []
+        problems += _duplicates("deployments", [d.name for d in self.deployments])
+        problems += _duplicates("tenants", [t.id for t in self.tenants])
+        tenant_ids = {t.id for t in self.tenants}
+        by_name = {d.name: d for d in self.deployments}
+        for d in self.deployments:
+            problems += _deployment_problems(d, tenant_ids, by_name)
+        for t in self.tenants:
+            problems += _tenant_problems(t, by_name)
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+
+def _duplicates(what: str, keys: list[str]) -> list[str]:
+    counts = Counter(keys)
+    return [f"{what}: {k!r} is listed more than once" for k in sorted(counts) if counts[k] > 1]
+
+
+def _deployment_problems(
+    d: Deployment, tenant_ids: set[str], by_name: Mapping[str, Deployment]
+) -> list[str]:
+    at = f"deployment {d.name!r}"
+    if d.shared:
+        problems = [f"{at}: a pooled deployment has no owner_tenant"] if d.owner_tenant else []
+        if d.base:
+            problems.append(f"{at}: only tuned deployments have a base")
+        return problems
+    problems = []
+    if d.owner_tenant is None:
+        problems.append(f"{at}: a {d.mode} deployment needs owner_tenant")
+    elif d.owner_tenant not in tenant_ids:
+        problems.append(f"{at}: owner_tenant {d.owner_tenant!r} is not a tenant of this registry")
+    if d.mode is IsolationMode.TUNED:
+        base = by_name.get(d.base or "")
+        if base is None:
+            problems.append(f"{at}: a tuned deployment needs base, the name of a deployment")
+        elif not base.shared:
+            problems.append(f"{at}: base {base.name!r} must be a pooled deployment")
+    elif d.base:
+        problems.append(f"{at}: only tuned deployments have a base")
+    return problems
+
+
+def _tenant_problems(t: Tenant, by_name: Mapping[str, Deployment]) -> list[str]:
+    at = f"tenant {t.id!r}"
+    problems: list[str] = []
+    if len(set(t.reply_queues) & set(names.INPUT_QUEUES)):
+        problems.append(f"{at}: reply_queues may not name an input queue of the app")
+    listed = t.deployments or ()
+    for name in listed:
+        d = by_name.get(name)
+        if d is None:
+            problems.append(f"{at}: deployment {name!r} is not in the registry")
+        elif not d.shared and d.owner_tenant != t.id:
+            problems.append(
+                f"{at}: deployment {name!r} is a {d.mode} deployment of tenant "
+                f"{d.owner_tenant!r}; a tenant reaches only pooled deployments and its own"
+            )
+        elif t.mode is IsolationMode.DEDICATED and d.shared:
+            problems.append(
+                f"{at}: deployment {name!r} is pooled; a dedicated tenant reaches only its own"
+            )
+        elif t.mode is IsolationMode.POOLED and not d.shared:
+            problems.append(f"{at}: deployment {name!r} is {d.mode}; a pooled tenant uses pooled")
+    if t.mode is not IsolationMode.TUNED:
+        if t.tuned_deployment is not None:
+            problems.append(f"{at}: only tuned tenants have a tuned_deployment")
+        return problems
+    if t.tuned_deployment is None:
+        return problems  # not tuned yet: served by its pooled deployments
+    tuned = by_name.get(t.tuned_deployment)
+    if tuned is None:
+        problems.append(f"{at}: tuned_deployment {t.tuned_deployment!r} is not in the registry")
+    elif tuned.mode is not IsolationMode.TUNED or tuned.owner_tenant != t.id:
+        problems.append(
+            f"{at}: tuned_deployment {tuned.name!r} must be a tuned deployment owned by {t.id!r}"
+        )
+    elif t.deployments is not None:
+        for needed in (tuned.name, tuned.base):
+            if needed not in listed:
+                problems.append(f"{at}: deployments must include {needed!r} (tuned and its base)")
+    return problems
+
+
+def expand_environment(text: str, env: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """Replace each `${NAME}` from env: (expanded, None), or (None, problem) if one is unset."""
+    missing = [m for m in _ENV_REFERENCE.findall(text) if not env.get(m)]
+    if missing:
+        return None, f"environment variable(s) not set: {', '.join(sorted(set(missing)))}"
+    return _ENV_REFERENCE.sub(lambda m: env[m.group(1)], text), None
+
+
+def parse_registry(
+    text: str | bytes, *, source: str = "registry", env: Mapping[str, str] | None = None
+) -> Registry:
+    """Parse and check a registry document (JSON, or YAML when it is not JSON)."""
+    environment = os.environ if env is None else env
+    try:
+        document: Any = json.loads(text)
+    except ValueError:
+        try:
+            document = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise RegistryError(f"{source}: neither JSON nor YAML ({exc})") from None
+    if not isinstance(document, dict):
+        raise RegistryError(f"{source}: the document must be a mapping with deployments, tenants")
+    deployments = document.get("deployments")
+    if isinstance(deployments, list):
+        document = {**document, "deployments": [_expand(d, environment) for d in deployments]}
+    try:
+        return Registry.model_validate(document)
+    except ValidationError as exc:
+        raise RegistryError(f"{source}: " + "\n".join(_error_lines(exc, document))) from None
+
+
+def _expand(deployment: object, env: Mapping[str, str]) -> object:
+    if not isinstance(deployment, dict) or not isinstance(deployment.get("endpoint"), str):
+        return deployment
+    endpoint, problem = expand_environment(deployment["endpoint"], env)
+    return {**deployment, "endpoint": endpoint, "endpoint_problem": problem}
+
+
+def _error_lines(exc: ValidationError, document: Mapping[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for item in exc.errors(include_input=False, include_url=False):
+        loc = item["loc"]
+        if not loc and "error" in item.get("ctx", {}):
+            lines.append(str(item["ctx"]["error"]))  # the cross checks: one problem per line
+            continue
+        where = error_location(loc)
+        # Name the entry, not just its index: `deployments[2] ('phi-4-pool').kind`.
+        if len(loc) >= 2 and loc[0] in ("deployments", "tenants") and isinstance(loc[1], int):
+            entries = document.get(str(loc[0]))
+            entry = entries[loc[1]] if isinstance(entries, list) else None
+            key = entry.get("name", entry.get("id")) if isinstance(entry, dict) else None
+            if isinstance(key, str):
+                rest = error_location(loc[2:]) if len(loc) > 2 else ""
+                joint = "" if not rest or rest.startswith("[") else "."
+                where = f"{loc[0]}[{loc[1]}] ({key!r}){joint}{rest}"
+        lines.append(f"{where}: {item['msg']}")
+    return lines
+
+
+def read_registry_file(path: str | Path, env: Mapping[str, str] | None = None) -> Registry:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RegistryError(f"{path}: cannot be read ({exc.strerror})") from None
+    return parse_registry(text, source=str(path), env=env)
+
+
+def blob_location(reference: str) -> tuple[str, str] | None:
+    """`blob://<container>/<name>` as (container, name); None for a file path."""
+    if not reference.startswith(BLOB_SCHEME):
+        return None
+    container, _, name = reference[len(BLOB_SCHEME) :].partition("/")
+    if not container or not name:
+        raise RegistryError(f"{reference!r}: expected blob://<container>/<name>")
+    return container, name

@@ -1,0 +1,7 @@
+"""Fixtures that start real local stand-ins on free loopback ports and always stop them."""
+
+pytest_plugins = [
+    "tests.fixtures.azurite",
+    "tests.fixtures.models",
+    "tests.fixtures.servicebus",
+]

@@ -1,0 +1,92 @@
+"""AzureBlobStore against Azurite with the real azure-storage-blob SDK."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from azure.core.exceptions import ResourceNotFoundError
+from azure.storage.blob.aio import BlobServiceClient
+
+from devhost.azurite import Azurite
+from shared import names
+from shared.blob_store import AzureBlobStore
+
+
+@pytest.fixture
+async def store(azurite: Azurite) -> AsyncIterator[AzureBlobStore]:
+    s = AzureBlobStore.from_connection_string(azurite.connection_string)
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+def unique(prefix: str = "t") -> str:
+    return f"{prefix}/{uuid.uuid4().hex}.json"
+
+
+async def test_the_app_containers_exist(azurite: Azurite) -> None:
+    async with BlobServiceClient.from_connection_string(azurite.connection_string) as service:
+        found = {c.name async for c in service.list_containers()}
+    assert set(names.CONTAINERS) <= found
+
+
+async def test_read_of_a_missing_blob_is_none(store: AzureBlobStore) -> None:
+    assert await store.read(names.RESULTS_CONTAINER, unique()) is None
+
+
+async def test_create_writes_once_with_if_none_match(store: AzureBlobStore) -> None:
+    name = unique()
+    assert await store.create(names.RESULTS_CONTAINER, name, b"first", metadata={"a": "1"})
+    assert not await store.create(names.RESULTS_CONTAINER, name, b"second")
+    blob = await store.read(names.RESULTS_CONTAINER, name)
+    assert blob is not None
+    assert blob.data == b"first"
+    assert blob.metadata == {"a": "1"}
+
+
+async def test_racing_creates_have_exactly_one_winner(store: AzureBlobStore) -> None:
+    name = unique()
+    outcomes = await asyncio.gather(
+        *(store.create(names.RESULTS_CONTAINER, name, str(i).encode()) for i in range(8))
+    )
+    assert sorted(outcomes) == [False] * 7 + [True]
+    blob = await store.read(names.RESULTS_CONTAINER, name)
+    assert blob is not None
+    assert blob.data == str(outcomes.index(True)).encode()
+
+
+async def test_put_overwrites(store: AzureBlobStore) -> None:
+    name = unique()
+    await store.put(names.REJECTED_CONTAINER, name, b"1")
+    await store.put(names.REJECTED_CONTAINER, name, b"2")
+    blob = await store.read(names.REJECTED_CONTAINER, name)
+    assert blob is not None
+    assert blob.data == b"2"
+
+
+async def test_metadata_can_be_set_later(store: AzureBlobStore) -> None:
+    name = unique()
+    await store.create(names.RESULTS_CONTAINER, name, b"x")
+    await store.set_metadata(names.RESULTS_CONTAINER, name, {"reply_sent_at": "now"})
+    blob = await store.read(names.RESULTS_CONTAINER, name)
+    assert blob is not None
+    assert blob.metadata == {"reply_sent_at": "now"}
+
+
+async def test_appends_create_the_blob_and_keep_every_line(store: AzureBlobStore) -> None:
+    name = unique("usage").replace(".json", ".jsonl")
+    lines = [f"{i}\n".encode() for i in range(20)]
+    # Concurrent first appends race on creating the append blob; none may be lost.
+    await asyncio.gather(*(store.append(names.USAGE_CONTAINER, name, line) for line in lines))
+    blob = await store.read(names.USAGE_CONTAINER, name)
+    assert blob is not None
+    assert sorted(blob.data.splitlines(keepends=True)) == sorted(lines)
+
+
+async def test_appending_to_a_missing_container_is_an_error(store: AzureBlobStore) -> None:
+    with pytest.raises(ResourceNotFoundError):
+        await store.append(f"missing-{uuid.uuid4().hex[:8]}", "x.jsonl", b"1\n")
