@@ -38,6 +38,23 @@ def wait_for_port(host: str, port: int, timeout_s: float, proc: subprocess.Popen
     raise TimeoutError(f"nothing listened on {host}:{port} within {timeout_s}s")
 
 
+def wait_for_text(
+    log_path: Path, text: str, timeout_s: float, proc: subprocess.Popen[bytes], start: int = 0
+) -> None:
+    """For servers whose readiness is more than a listening port (a host with triggers)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}; see {log_path}")
+        if log_path.exists():
+            with open(log_path, "rb") as f:
+                f.seek(start)
+                if text.encode() in f.read():
+                    return
+        time.sleep(0.1)
+    raise TimeoutError(f"{text!r} did not appear in {log_path} within {timeout_s}s")
+
+
 class ChildProcess:
     """A server process that listens on one port; `stop()` is safe to call twice."""
 
@@ -50,6 +67,7 @@ class ChildProcess:
         host: str = "127.0.0.1",
         env: dict[str, str] | None = None,
         ready_timeout_s: float = 30.0,
+        ready_text: str | None = None,
     ) -> None:
         self.args = list(args)
         self.host = host
@@ -57,9 +75,11 @@ class ChildProcess:
         self.log_path = log_path
         self._env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
         self._ready_timeout_s = ready_timeout_s
+        self._ready_text = ready_text
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Self:
+        offset = self.log_path.stat().st_size if self.log_path and self.log_path.exists() else 0
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
             self.args, stdout=out, stderr=subprocess.STDOUT, env=self._env, cwd=ROOT
@@ -67,7 +87,12 @@ class ChildProcess:
         if self.log_path:
             out.close()  # type: ignore[union-attr]
         try:
-            wait_for_port(self.host, self.port, self._ready_timeout_s, self.proc)
+            if self._ready_text is not None and self.log_path is not None:
+                wait_for_text(
+                    self.log_path, self._ready_text, self._ready_timeout_s, self.proc, offset
+                )
+            else:
+                wait_for_port(self.host, self.port, self._ready_timeout_s, self.proc)
         except BaseException:
             self.kill()
             raise

@@ -1,0 +1,58 @@
+"""`python -m devhost up` runs the local stack; `python -m devhost demo` plays tenants on it."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import asyncio
+import signal
+import sys
+import threading
+
+from devhost.demo import run_demo
+from devhost.stack import LocalStack, StackOptions, fresh_data_dir
+
+
+def _up(stack: LocalStack) -> int:
+    for what, where in stack.describe():
+        print(f"  {what:<22} {where}")
+    print("  settings (local.settings.json values):")
+    for name, value in stack.app_settings().items():
+        print(f"    {name}={value}")
+    print("Ctrl-C stops everything.", flush=True)
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    with contextlib.suppress(KeyboardInterrupt):
+        stopped.wait()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devhost", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="start broker, Azurite, model simulator and Functions host")
+    demo = sub.add_parser("demo", help="start the stack and play three tenants against it")
+    demo.add_argument("--per-tenant", type=int, default=40, help="requests per tenant")
+    demo.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for replies")
+    args = parser.parse_args(argv)
+
+    print("starting the local stack ...", flush=True)
+    with LocalStack(StackOptions(data_dir=fresh_data_dir(args.command))) as stack:
+        if args.command == "up":
+            return _up(stack)
+        for what, where in stack.describe():
+            print(f"  {what:<22} {where}")
+        settings = stack.app_settings()
+        return asyncio.run(
+            run_demo(
+                settings["ServiceBusConnection"],
+                settings["AzureWebJobsStorage"],
+                settings["AZURE_OPENAI_ENDPOINT"],
+                args.per_tenant,
+                args.timeout,
+            )
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""The whole local stack: broker, Azurite, model simulator and the Functions host, as processes.
+
+Each part is a real server on a free loopback port; the host gets the app settings that point the
+Function app at them, exactly the names Bicep sets in Azure (see shared/settings.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Self
+
+from devhost.azurite import Azurite, create_containers
+from devhost.processes import ROOT, ChildProcess, free_port, python_module
+from devhost.servicebus.launcher import BrokerProcess
+
+MODELS_CONFIG = ROOT / "devhost" / "models.config.json"
+REGISTRY = ROOT / "devhost" / "registry.json"
+SERVICEBUS_CONFIG = ROOT / "devhost" / "servicebus.config.json"
+MODEL_API_KEY = "sim-key"
+HOST_READY_TEXT = "functions host ready"
+
+
+@dataclass
+class StackOptions:
+    data_dir: Path
+    models_config: Path = MODELS_CONFIG
+    registry: Path = REGISTRY
+    servicebus_config: Path = SERVICEBUS_CONFIG
+    extra_settings: dict[str, str] = field(default_factory=dict)
+
+
+class ModelSimulatorProcess(ChildProcess):
+    def __init__(self, config: Path, log_path: Path) -> None:
+        port = free_port()
+        super().__init__(
+            python_module("devhost.models", "--port", str(port), "--config", str(config)),
+            port,
+            log_path=log_path,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+class FunctionsHostProcess(ChildProcess):
+    def __init__(self, settings: dict[str, str], log_path: Path, http_port: int) -> None:
+        super().__init__(
+            python_module(
+                "devhost.host", "--script-root", str(ROOT), "--http-port", str(http_port)
+            ),
+            http_port,
+            log_path=log_path,
+            env=settings,
+            ready_text=HOST_READY_TEXT,
+            ready_timeout_s=60.0,
+        )
+
+
+class LocalStack:
+    """Start with `with LocalStack(options) as stack:`; everything started is stopped on exit."""
+
+    def __init__(self, options: StackOptions) -> None:
+        self.options = options
+        self.logs = options.data_dir / "logs"
+        self.broker: BrokerProcess | None = None
+        self.azurite: Azurite | None = None
+        self.models: ModelSimulatorProcess | None = None
+        self.host: FunctionsHostProcess | None = None
+        self.http_port = free_port()
+
+    def start(self, with_host: bool = True) -> Self:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        try:
+            self.broker = BrokerProcess(
+                self.options.data_dir / "servicebus",
+                config=self.options.servicebus_config,
+                log_path=self.logs / "servicebus.log",
+            ).start()
+            self.azurite = Azurite(location=self.options.data_dir / "azurite").start()
+            asyncio.run(create_containers(self.azurite.connection_string))
+            self.models = ModelSimulatorProcess(
+                self.options.models_config, self.logs / "models.log"
+            ).start()
+            if with_host:
+                self.start_host()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def app_settings(self) -> dict[str, str]:
+        """What `local.settings.json` would hold: the same names the Bicep app settings use."""
+        if not (self.broker and self.azurite and self.models):
+            raise RuntimeError("start the backends first")
+        return {
+            "ServiceBusConnection": self.broker.connection_string,
+            "AzureWebJobsStorage": self.azurite.connection_string,
+            "TENANT_REGISTRY": str(self.options.registry),
+            "AZURE_OPENAI_ENDPOINT": self.models.url,
+            "AZURE_AI_SERVICES_ENDPOINT": f"{self.models.url}/models",
+            "MODEL_API_KEY": MODEL_API_KEY,
+            **self.options.extra_settings,
+        }
+
+    def write_local_settings(self, path: Path) -> Path:
+        path.write_text(json.dumps({"IsEncrypted": False, "Values": self.app_settings()}, indent=2))
+        return path
+
+    def start_host(self) -> FunctionsHostProcess:
+        self.host = FunctionsHostProcess(
+            self.app_settings(), self.logs / "host.log", self.http_port
+        ).start()
+        return self.host
+
+    def kill_host(self) -> None:
+        """SIGKILL, as a crashed or scaled-in instance looks to Service Bus."""
+        if self.host is not None:
+            self.host.kill()
+
+    def stop(self) -> None:
+        for part in (self.host, self.models, self.broker):
+            if part is not None:
+                part.stop()
+        if self.azurite is not None:
+            self.azurite.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def describe(self) -> list[tuple[str, str]]:
+        if not (self.broker and self.azurite and self.models):
+            raise RuntimeError("start the backends first")
+        return [
+            ("Service Bus (AMQP)", f"amqp://127.0.0.1:{self.broker.port}"),
+            ("Azurite blob", self.azurite.blob_endpoint),
+            ("Model simulator", self.models.url),
+            ("Functions host HTTP", f"http://127.0.0.1:{self.http_port}/api"),
+            ("Logs", str(self.logs)),
+        ]
+
+
+def fresh_data_dir(name: str) -> Path:
+    path = ROOT / ".devhost-data" / name
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def environment_with(settings: dict[str, str]) -> dict[str, str]:
+    return {**os.environ, **settings}
