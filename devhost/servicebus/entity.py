@@ -196,8 +196,7 @@ class Queue:
         lock = self.lock_for(token, now_ms)
         self._unlock(lock)
         row = lock.row
-        if not row.dead_lettered:
-            row.state = DEFERRED
+        row.state = DEFERRED
         row.delivery_count += 1
         self._store.update(row)
 
