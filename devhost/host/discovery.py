@@ -126,7 +126,9 @@ def _check_trigger(name: str, trigger: Mapping[str, Any]) -> None:
     kind = trigger["type"]
     if kind == SERVICE_BUS:
         if "topicName" in trigger or "queueName" not in trigger:
-            raise DiscoveryError(f"function {name!r}: only Service Bus queue triggers are supported")
+            raise DiscoveryError(
+                f"function {name!r}: only Service Bus queue triggers are supported"
+            )
         if trigger.get("isSessionsEnabled"):
             raise DiscoveryError(f"function {name!r}: session-enabled triggers are not supported")
         if str(trigger.get("cardinality") or "one").lower() != "one":

@@ -65,8 +65,14 @@ class Invoker:
         started = time.perf_counter()
         extra = dict(fields or {})
         log.debug(
-            key_values({"event": "function.started", "function": spec.name,
-                        "invocation_id": invocation_id, **extra})
+            key_values(
+                {
+                    "event": "function.started",
+                    "function": spec.name,
+                    "invocation_id": invocation_id,
+                    **extra,
+                }
+            )
         )
         error: BaseException | None = None
         value: Any = None
@@ -81,10 +87,17 @@ class Invoker:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-        except Exception as exc:  # noqa: BLE001 - the function's failure is its outcome
+        except Exception as exc:  # the function's failure is its outcome
             outcome, error = Outcome.FAILED, exc
         duration_ms = round((time.perf_counter() - started) * 1000)
-        self._log(spec, invocation_id, outcome, duration_ms, error, extra)
+        self._log(
+            spec,
+            invocation_id=invocation_id,
+            outcome=outcome,
+            duration_ms=duration_ms,
+            error=error,
+            extra=extra,
+        )
         return Invocation(invocation_id, outcome, duration_ms, value, error)
 
     async def _call(self, spec: FunctionSpec, argument: Any) -> Any:
@@ -108,6 +121,7 @@ class Invoker:
     def _log(
         self,
         spec: FunctionSpec,
+        *,
         invocation_id: str,
         outcome: Outcome,
         duration_ms: int,

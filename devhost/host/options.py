@@ -86,12 +86,35 @@ class HttpOptions:
     max_concurrent_requests: int | None = None
 
 
+# host.json `logging.logLevel` categories -> the Python loggers that stand for them locally.
+# ("Function" has no counterpart: the worker sends a function's logs through the root logger.)
+LOG_CATEGORIES = {
+    "default": "",
+    "host": "devhost.host",
+    "host.results": "devhost.host",
+    "azure.messaging.servicebus": "azure.servicebus",
+    "azure.core": "azure.core",
+    "azure.storage.blobs": "azure.storage.blob",
+}
+_LEVELS = {
+    "trace": logging.DEBUG,
+    "debug": logging.DEBUG,
+    "information": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+    "none": logging.CRITICAL + 10,
+}
+
+
 @dataclass(frozen=True)
 class HostOptions:
     function_timeout_s: float | None = None
     service_bus: ServiceBusOptions = field(default_factory=ServiceBusOptions)
     blobs: BlobOptions = field(default_factory=BlobOptions)
     http: HttpOptions = field(default_factory=HttpOptions)
+    # Python logger name ("" = root) -> level, from `logging.logLevel`.
+    log_levels: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
     def load(cls, script_root: Path) -> HostOptions:
@@ -124,6 +147,7 @@ class HostOptions:
             service_bus=_service_bus(reader),
             blobs=_blobs(reader),
             http=_http(reader),
+            log_levels=_log_levels(reader),
         )
 
 
@@ -176,6 +200,20 @@ def _http(reader: _Reader) -> HttpOptions:
         route_prefix=HttpOptions.route_prefix if prefix is None else str(prefix).strip("/"),
         max_concurrent_requests=concurrent if concurrent is not None and concurrent > 0 else None,
     )
+
+
+def _log_levels(reader: _Reader) -> dict[str, int]:
+    levels = reader.get("logging.logLevel")
+    if not isinstance(levels, Mapping):
+        return {}
+    out: dict[str, int] = {}
+    # Less specific categories first, so "Host.Results" wins over "Host" for the same logger.
+    for category, level in sorted(levels.items(), key=lambda kv: len(str(kv[0]))):
+        logger = LOG_CATEGORIES.get(str(category).lower())
+        value = _LEVELS.get(str(level).lower())
+        if logger is not None and value is not None:
+            out[logger] = value
+    return out
 
 
 def _or(value: _T | None, default: _T) -> _T:

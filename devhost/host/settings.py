@@ -52,7 +52,9 @@ def apply_settings(
     return added
 
 
-def remove_settings(added: Mapping[str, str], environ: MutableMapping[str, str] | None = None) -> None:
+def remove_settings(
+    added: Mapping[str, str], environ: MutableMapping[str, str] | None = None
+) -> None:
     """Undo `apply_settings` (in-process hosts in tests): only values still as it left them."""
     env = os.environ if environ is None else environ
     for name, value in added.items():
