@@ -144,12 +144,17 @@ async def collect_unknown(storage: str, tally: Tally, deadline: float) -> None:
 
 async def progress(tallies: list[Tally], done: asyncio.Event) -> None:
     total = sum(len(t.sent_at) for t in tallies) or 1
-    while not done.is_set():
+    shown = -1
+    width = 40
+    while True:
         finished = sum(len(t.answered) + len(t.rejected) for t in tallies)
-        width = 40
-        filled = int(width * finished / max(total, finished))
-        sys.stderr.write(f"\r  [{'#' * filled}{'.' * (width - filled)}] {finished}/{total}")
-        sys.stderr.flush()
+        if finished != shown:
+            shown = finished
+            filled = int(width * finished / max(total, finished))
+            sys.stderr.write(f"\r  [{'#' * filled}{'.' * (width - filled)}] {finished}/{total}")
+            sys.stderr.flush()
+        if done.is_set():
+            break
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(done.wait(), 0.3)
     sys.stderr.write("\n")

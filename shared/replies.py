@@ -43,7 +43,7 @@ class ServiceBusReplySender:
 
     def __init__(self, client: ServiceBusClient) -> None:
         self._client = client
-        self._senders: dict[str, ServiceBusSender] = {}
+        self._senders: dict[str, tuple[ServiceBusSender, asyncio.Lock]] = {}
         self._lock = asyncio.Lock()
 
     @classmethod
@@ -59,19 +59,28 @@ class ServiceBusReplySender:
             "replies need ServiceBusConnection or ServiceBusConnection__fullyQualifiedNamespace"
         )
 
-    async def _sender(self, queue: str) -> ServiceBusSender:
-        sender = self._senders.get(queue)
-        if sender is not None:
-            return sender
+    async def _sender(self, queue: str) -> tuple[ServiceBusSender, asyncio.Lock]:
+        """One open sender per queue. The SDK's sender is not coroutine-safe (concurrent first
+        sends race on opening the link), so it is opened here once and used under its own lock."""
+        entry = self._senders.get(queue)
+        if entry is not None:
+            return entry
         async with self._lock:
-            sender = self._senders.get(queue)
-            if sender is None:
+            entry = self._senders.get(queue)
+            if entry is None:
                 sender = self._client.get_queue_sender(queue)
-                self._senders[queue] = sender
-            return sender
+                await sender.__aenter__()
+                entry = (sender, asyncio.Lock())
+                self._senders[queue] = entry
+            return entry
 
     async def send(self, reply: Reply) -> None:
-        sender = await self._sender(reply.queue)
+        sender, lock = await self._sender(reply.queue)
+        async with lock:
+            await self._send(sender, reply)
+
+    @staticmethod
+    async def _send(sender: ServiceBusSender, reply: Reply) -> None:
         await sender.send_messages(
             ServiceBusMessage(
                 reply.body,
@@ -86,7 +95,7 @@ class ServiceBusReplySender:
 
     async def close(self) -> None:
         senders, self._senders = list(self._senders.values()), {}
-        for sender in senders:
+        for sender, _ in senders:
             await sender.close()
         await self._client.close()
 

@@ -216,6 +216,18 @@ class BlobTriggerListener:
         self._in_flight.pop(name, None)
 
     async def _process(self, name: str, listed_etag: str, attempts: int) -> None:
+        try:
+            await self._process_once(name, listed_etag, attempts)
+        except Exception as exc:  # storage trouble around the invocation: retried next poll
+            self._event(
+                logging.WARNING,
+                "blob.process_failed",
+                blob=f"{self.path.container}/{name}",
+                error_type=type(exc).__name__,
+                error=str(exc)[:300],
+            )
+
+    async def _process_once(self, name: str, listed_etag: str, attempts: int) -> None:
         blob = self._service.get_blob_client(self.path.container, name)
         try:
             downloader = await blob.download_blob()

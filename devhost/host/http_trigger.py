@@ -166,7 +166,7 @@ class HttpServer:
             await self._runner.cleanup()
             raise
         self.port = int(sock.getsockname()[1])
-        site = web.SockSite(self._runner, sock, shutdown_timeout=shutdown_timeout_s)
+        site = web.SockSite(self._runner, sock)
         await site.start()
 
     async def stop(self) -> None:

@@ -98,6 +98,7 @@ class FunctionsHost:
         self._sb_clients: dict[str, ServiceBusClient] = {}
         self._blob_clients: dict[str, BlobServiceClient] = {}
         self._started = False
+        self._ready = False
 
     @property
     def http_url(self) -> str:
@@ -171,6 +172,7 @@ class FunctionsHost:
             lifecycle.info("http route: %s", line)
         names = ", ".join(f.name for f in self.functions)
         lifecycle.info("%s: %d functions (%s)", READY_TEXT, len(self.functions), names)
+        self._ready = True
 
     async def stop(self) -> None:
         """Safe to call twice, and after a failed start."""
@@ -198,7 +200,9 @@ class FunctionsHost:
         root = str(self.script_root)
         if self._module_name is None and root in sys.path:
             sys.path.remove(root)
-        lifecycle.info("functions host stopped")
+        if self._ready:
+            lifecycle.info("functions host stopped")
+        self._ready = False
 
     def _apply_settings(self) -> int | None:
         source = self._settings_source

@@ -60,6 +60,7 @@ class ServiceBusQueueListener:
         self._renewer: AutoLockRenewer | None = None
         self._receiver: ServiceBusReceiver | None = None
         self._loop_task: asyncio.Task[None] | None = None
+        self._failures = 0
 
     def describe(self) -> str:
         return f"{self.spec.name}: Service Bus queue {self.queue_name!r}"
@@ -100,9 +101,11 @@ class ServiceBusQueueListener:
                 for task in pending:
                     task.cancel()  # the invocation ends CANCELLED; its message is abandoned
                 await asyncio.wait(pending, timeout=10)
-        if self._renewer is not None:
-            await self._renewer.close()
-        await self._close_receiver()
+        # Settled messages leave the renewer within its 1 s tick; the receiver closes meanwhile.
+        await asyncio.gather(
+            self._renewer.close() if self._renewer is not None else asyncio.sleep(0),
+            self._close_receiver(),
+        )
 
     async def _open(self) -> ServiceBusReceiver:
         receiver = self._client.get_queue_receiver(
@@ -126,25 +129,28 @@ class ServiceBusQueueListener:
                 self._event(logging.DEBUG, "servicebus.close_failed", error_type=type(exc).__name__)
 
     async def _run(self) -> None:
-        backoff = 1.0
         while not self._stopping.is_set():
             try:
                 if self._receiver is None:
                     self._receiver = await self._open()
                     self._event(logging.INFO, "servicebus.receiver_opened")
                 await self._receive(self._receiver)
-                backoff = 1.0
             except Exception as exc:  # whatever the SDK raises, the host stays up
+                self._failures += 1
+                backoff = min(2.0 ** (self._failures - 1), MAX_BACKOFF_S)
                 self._event(
                     logging.WARNING,
                     "servicebus.receive_failed",
                     error_type=type(exc).__name__,
                     error=str(exc)[:300],
+                    failures=self._failures,
                     retry_in_s=backoff,
                 )
+                # A fresh receiver: the SDK's does not reliably reopen its link after the
+                # connection dropped. Messages still held on the old one cannot be settled; they
+                # come back when their locks expire, as with a crashed instance.
                 await self._close_receiver()
                 await _wait_any((self._stopping,), limit_s=backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
 
     async def _receive(self, receiver: ServiceBusReceiver) -> None:
         while not self._stopping.is_set():
@@ -156,6 +162,7 @@ class ServiceBusQueueListener:
             batch = await receiver.receive_messages(
                 max_message_count=free, max_wait_time=self._receive_wait_s
             )
+            self._failures = 0
             for message in batch:
                 if self._stopping.is_set():
                     await self._settle(receiver.abandon_message, message, "abandon")
@@ -169,6 +176,13 @@ class ServiceBusQueueListener:
     def _handler_done(self, task: asyncio.Task[None]) -> None:
         self._handlers.discard(task)
         self._slot_freed.set()
+        if not task.cancelled() and (error := task.exception()) is not None:
+            # A bug of the host, not of the function (that is an outcome): the lock expires
+            # and the message is redelivered.
+            self._event(
+                logging.ERROR, "servicebus.handler_crashed", error_type=type(error).__name__
+            )
+            log.error("handler crashed", exc_info=error)
 
     async def _handle(
         self, receiver: ServiceBusReceiver, message: ServiceBusReceivedMessage

@@ -122,42 +122,48 @@ async def queue_depth(client: ServiceBusClient, queue: str) -> int:
 async def drained(client: ServiceBusClient, queue: str, timeout_s: float = 5.0) -> None:
     """The queue is empty (every message completed), within a moment for the last settlement."""
     deadline = time.monotonic() + timeout_s
-    while (depth := await queue_depth(client, queue)) and time.monotonic() < deadline:
+    depth = await queue_depth(client, queue)
+    while depth and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
+        depth = await queue_depth(client, queue)
     assert depth == 0, f"{depth} messages left on {queue}"
 
 
 # -- Service Bus ----------------------------------------------------------------------------------
-async def test_each_message_is_handled_once_and_completed(
+async def test_each_message_is_handled_once_and_completed_within_max_concurrent_calls(
     tmp_path: Path, records: Path, sb: BrokerProcess, sb_client: ServiceBusClient
 ) -> None:
-    root = script_root(tmp_path, "servicebus", sb_host_json(maxConcurrentCalls=8))
+    root = script_root(tmp_path, "servicebus", sb_host_json(maxConcurrentCalls=3))
     sent = [
         ServiceBusMessage(
-            json.dumps({"n": i}),
+            json.dumps({"sleep": 0.1}),
             message_id=f"m-{i}",
             correlation_id=f"c-{i}",
             content_type="application/json",
             subject="order",
             application_properties={"tenant_id": "tailwind", "n": i},
         )
-        for i in range(20)
+        for i in range(15)
     ]
+    await send(sb_client, "work", *sent)
+    await send(sb_client, "sync", *(order(f"s-{i}", sleep=0.05) for i in range(3)))
     async with FunctionsHost(root, sb_settings(sb), servicebus_receive_wait_s=0.25):
-        await send(sb_client, "work", *sent)
-        await eventually(lambda: len(events(records, "finished")) >= 20, "20 messages handled")
+        await eventually(lambda: len(events(records, "finished")) >= 18, "18 messages handled")
         await drained(sb_client, "work")
     started = events(records, "started", function="work")
-    assert sorted(e["message_id"] for e in started) == sorted(f"m-{i}" for i in range(20))
+    assert sorted(e["message_id"] for e in started) == sorted(f"m-{i}" for i in range(15))
     assert {e["delivery_count"] for e in started} == {1}  # 1 on the first delivery, as in Azure
+    assert 2 <= max(e["in_flight"] for e in started) <= 3
     first = next(e for e in started if e["message_id"] == "m-3")
-    assert first["application_properties"] == {"tenant_id": "tailwind", "n": 3}
+    assert first["application_properties"] == {"tenant_id": "tailwind", "n": 3}  # str, not bytes
     assert (first["correlation_id"], first["content_type"], first["subject"]) == (
         "c-3",
         "application/json",
         "order",
     )
-    assert first["lock_token"] and first["sequence_number"] and first["enqueued"]
+    assert all(first[k] for k in ("lock_token", "sequence_number", "enqueued"))
+    # The sync function ran too, on a worker thread.
+    assert len(events(records, "finished", function="work_sync")) == 3
 
 
 async def test_a_failing_handler_is_abandoned_redelivered_and_dead_lettered(
@@ -182,18 +188,15 @@ async def test_a_failing_handler_is_abandoned_redelivered_and_dead_lettered(
     assert len(events(records, "finished", message_id="good-1")) == 1
 
 
-async def test_max_concurrent_calls_bounds_the_invocations_in_flight(
-    tmp_path: Path, records: Path, sb: BrokerProcess, sb_client: ServiceBusClient
+async def test_the_receiver_survives_a_broker_restart(
+    tmp_path: Path, records: Path, sb: BrokerProcess
 ) -> None:
-    root = script_root(tmp_path, "servicebus", sb_host_json(maxConcurrentCalls=3))
-    await send(sb_client, "work", *(order(f"c-{i}", sleep=0.3) for i in range(12)))
-    await send(sb_client, "sync", *(order(f"s-{i}", sleep=0.05) for i in range(3)))
+    root = script_root(tmp_path, "servicebus")
     async with FunctionsHost(root, sb_settings(sb), servicebus_receive_wait_s=0.25):
-        await eventually(lambda: len(events(records, "finished")) >= 15, "15 messages handled")
-    peak = max(e["in_flight"] for e in events(records, "started", function="work"))
-    assert 2 <= peak <= 3
-    # The sync function ran too (on a worker thread).
-    assert len(events(records, "finished", function="work_sync")) == 3
+        await asyncio.to_thread(sb.restart)  # same port and data: the connection drops
+        async with ServiceBusClient.from_connection_string(sb.connection_string) as client:
+            await send(client, "work", order("after-restart"))
+            await eventually(lambda: bool(events(records, "finished")), "the message after")
 
 
 async def test_the_lock_is_renewed_while_a_handler_outlives_the_lock_duration(
@@ -201,10 +204,30 @@ async def test_the_lock_is_renewed_while_a_handler_outlives_the_lock_duration(
 ) -> None:
     root = script_root(tmp_path, "servicebus", sb_host_json(maxAutoLockRenewalDuration="00:01:00"))
     async with FunctionsHost(root, sb_settings(sb, queue="slow"), servicebus_receive_wait_s=0.25):
-        await send(sb_client, "slow", order("long-1", sleep=4.5))  # LockDuration is 3 s
+        await send(sb_client, "slow", order("long-1", sleep=3.6))  # LockDuration is 3 s
         await eventually(lambda: bool(events(records, "finished")), "the long handler")
         await drained(sb_client, "slow")
     assert [e["delivery_count"] for e in events(records, "started")] == [1]
+
+
+async def test_stop_abandons_what_cannot_finish_within_the_grace_period(
+    tmp_path: Path, records: Path, sb: BrokerProcess, sb_client: ServiceBusClient
+) -> None:
+    root = script_root(tmp_path, "servicebus")
+    host = FunctionsHost(root, sb_settings(sb), grace_s=0.5, servicebus_receive_wait_s=0.25)
+    await host.start()
+    try:
+        await send(sb_client, "work", order("stuck", sleep=60))
+        await eventually(lambda: bool(events(records, "started")), "the handler to start")
+    finally:
+        started = time.monotonic()
+        await host.stop()
+    assert time.monotonic() - started < 5
+    assert not events(records, "finished")
+    async with sb_client.get_queue_receiver("work") as receiver:
+        [left] = await receiver.peek_messages(max_message_count=10)
+    # Abandoned (not left to its 30 s lock): available again, one delivery counted.
+    assert (left.message_id, left.delivery_count) == ("stuck", 1)
 
 
 async def test_a_missing_connection_setting_fails_startup_naming_it(tmp_path: Path) -> None:
@@ -357,7 +380,9 @@ class HostProcess:
         deadline = time.monotonic() + timeout_s
         while self.proc.poll() is None:
             if time.monotonic() > deadline:
-                raise AssertionError(f"host still running {timeout_s}s after SIGTERM:\n{self.log()}")
+                raise AssertionError(
+                    f"host still running {timeout_s}s after SIGTERM:\n{self.log()}"
+                )
             await asyncio.sleep(0.05)
         return self.proc.returncode
 
@@ -419,33 +444,34 @@ async def test_a_missing_connection_setting_exits_2_naming_it(
     root = script_root(tmp_path, "servicebus")
     process = HostProcess(["--script-root", str(root)], tmp_path / "host.log", cwd=root, env={})
     host_processes.append(process)
-    deadline = time.monotonic() + 30
-    while process.proc.poll() is None and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    assert process.proc.returncode == 2
+    assert await asyncio.to_thread(process.proc.wait, 30) == 2
     assert "setting 'SampleServiceBus' is not set" in process.log()
+
+
+@pytest.fixture
+def stack_settings(
+    broker: BrokerProcess, azurite: Azurite, model_simulator: RunningSimulator
+) -> dict[str, str]:
+    """The app settings of the real app against the local stack."""
+    return {
+        "ServiceBusConnection": broker.connection_string,
+        "AzureWebJobsStorage": azurite.connection_string,
+        "TENANT_REGISTRY": "devhost/registry.json",
+        "AZURE_OPENAI_ENDPOINT": model_simulator.url,
+        "AZURE_AI_SERVICES_ENDPOINT": f"{model_simulator.url}/models",
+        "MODEL_API_KEY": "sim-key",
+    }
 
 
 async def test_the_real_function_app_serves_an_inference_request(
     tmp_path: Path,
+    stack_settings: dict[str, str],
     broker: BrokerProcess,
-    azurite: Azurite,
-    model_simulator: RunningSimulator,
     blobs: BlobServiceClient,
     host_processes: list[HostProcess],
 ) -> None:
     process = HostProcess(
-        ["--script-root", str(ROOT)],
-        tmp_path / "host.log",
-        cwd=ROOT,
-        env={
-            "ServiceBusConnection": broker.connection_string,
-            "AzureWebJobsStorage": azurite.connection_string,
-            "TENANT_REGISTRY": "devhost/registry.json",
-            "AZURE_OPENAI_ENDPOINT": model_simulator.url,
-            "AZURE_AI_SERVICES_ENDPOINT": f"{model_simulator.url}/models",
-            "MODEL_API_KEY": "sim-key",
-        },
+        ["--script-root", str(ROOT)], tmp_path / "host.log", cwd=ROOT, env=stack_settings
     )
     host_processes.append(process)
     assert "infer" in await process.ready()

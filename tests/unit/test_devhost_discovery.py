@@ -86,10 +86,10 @@ def test_the_real_function_app_is_one_service_bus_trigger_at_least() -> None:
 
 
 def test_a_missing_function_app_or_app_attribute_is_reported(tmp_path: Path) -> None:
-    with pytest.raises(DiscoveryError, match="function_app.py not found"):
+    with pytest.raises(DiscoveryError, match=r"function_app\.py not found"):
         discovery.load_module(tmp_path)
     (tmp_path / "function_app.py").write_text("application = 1\n")
-    with pytest.raises(DiscoveryError, match="app = func.FunctionApp"):
+    with pytest.raises(DiscoveryError, match=r"app = func\.FunctionApp"):
         discovery.app_of(discovery.load_module(tmp_path))
 
 

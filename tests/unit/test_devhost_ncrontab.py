@@ -77,7 +77,7 @@ def test_every_occurrence_matches_and_none_is_skipped() -> None:
     start = at("2025-03-01T00:00:00")
     got = schedule.occurrences(start, 60)
     assert all(schedule.matches(t) for t in got)
-    brute = []
+    brute: list[datetime] = []
     t = start + timedelta(seconds=1)
     while len(brute) < 60:
         if schedule.matches(t):

@@ -18,6 +18,9 @@ class FakeSender:
     async def send_messages(self, message: ServiceBusMessage) -> None:
         self.sent.append(message)
 
+    async def __aenter__(self) -> FakeSender:
+        return self
+
     async def close(self) -> None:
         self.closed = True
 
@@ -29,6 +32,9 @@ class FakeClient:
 
     def get_queue_sender(self, queue: str) -> FakeSender:
         return self.senders.setdefault(queue, FakeSender())
+
+    async def __aenter__(self) -> FakeSender:
+        return self
 
     async def close(self) -> None:
         self.closed = True

@@ -11,7 +11,9 @@ app = func.FunctionApp()
 
 
 @app.function_name("on_upload")
-@app.blob_trigger(arg_name="blob", path="%SAMPLE_CONTAINER%/in/{name}", connection="AzureWebJobsStorage")
+@app.blob_trigger(
+    arg_name="blob", path="%SAMPLE_CONTAINER%/in/{name}", connection="AzureWebJobsStorage"
+)
 def on_upload(blob: func.InputStream) -> None:
     data = blob.read()
     record("blob", name=blob.name, length=blob.length, uri=blob.uri, content=data.decode())

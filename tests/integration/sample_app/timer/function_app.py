@@ -12,7 +12,7 @@ app = func.FunctionApp()
 @app.function_name("tick")
 @app.timer_trigger(arg_name="timer", schedule="*/1 * * * * *")
 async def tick(timer: func.TimerRequest) -> None:
-    record("tick", past_due=timer.past_due, status=timer.schedule_status)
+    record("tick", past_due=timer.past_due, status=getattr(timer, "schedule_status", None))
 
 
 @app.function_name("on_startup")
