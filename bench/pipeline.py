@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -24,7 +23,7 @@ from azure.servicebus.aio import ServiceBusClient
 from azure.storage.blob.aio import BlobServiceClient
 from openai import AsyncAzureOpenAI
 
-from devhost.stack import MODEL_API_KEY, MODELS_CONFIG, LocalStack, StackOptions
+from devhost.stack import MODEL_API_KEY, MODELS_CONFIG, LocalStack, StackOptions, fresh_data_dir
 from shared import names
 
 TENANT = "tailwind"
@@ -118,22 +117,20 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=600.0)
     args = parser.parse_args()
     concurrency = host_concurrency()
-    with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
-        options = StackOptions(
-            data_dir=Path(tmp), models_config=zero_latency_config(Path(tmp) / "models.json")
+    data_dir = fresh_data_dir("bench-pipeline")  # kept afterwards: logs/ tells what happened
+    options = StackOptions(
+        data_dir=data_dir, models_config=zero_latency_config(data_dir / "models.json")
+    )
+    with LocalStack(options).start(with_host=False) as stack:
+        settings = stack.app_settings()
+        baseline = asyncio.run(
+            bare_calls(settings["AZURE_OPENAI_ENDPOINT"], args.requests, concurrency)
         )
-        with LocalStack(options).start(with_host=False) as stack:
-            settings = stack.app_settings()
-            baseline = asyncio.run(
-                bare_calls(settings["AZURE_OPENAI_ENDPOINT"], args.requests, concurrency)
-            )
-            stack.start_host()
-            started = time.perf_counter()
-            asyncio.run(enqueue(settings["ServiceBusConnection"], args.requests))
-            asyncio.run(
-                wait_for_results(settings["AzureWebJobsStorage"], args.requests, args.timeout)
-            )
-            pipeline = args.requests / (time.perf_counter() - started)
+        stack.start_host()
+        started = time.perf_counter()
+        asyncio.run(enqueue(settings["ServiceBusConnection"], args.requests))
+        asyncio.run(wait_for_results(settings["AzureWebJobsStorage"], args.requests, args.timeout))
+        pipeline = args.requests / (time.perf_counter() - started)
     print(f"requests: {args.requests}, concurrency: {concurrency}")
     print(f"bare AsyncAzureOpenAI calls:  {baseline:8.1f} calls/s")
     print(f"whole pipeline:               {pipeline:8.1f} messages/s")

@@ -131,7 +131,8 @@ class LocalStack:
             self.azurite.stop()
 
     def __enter__(self) -> Self:
-        return self.start()
+        """Starts the whole stack, unless `start()` already ran (to choose `with_host`)."""
+        return self if self.broker is not None else self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
