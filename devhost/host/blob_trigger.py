@@ -123,8 +123,10 @@ class BlobTriggerListener:
 
     async def start(self) -> None:
         try:
-            await self._load_receipts()
-        except AzureError as exc:
+            # Bounded: storage that is not up yet must not hold the host's start for the SDK's
+            # whole retry budget; the poll loop keeps trying.
+            await asyncio.wait_for(self._load_receipts(), 10)
+        except Exception as exc:
             self._event(logging.WARNING, "blob.receipts_unavailable", error_type=type(exc).__name__)
         self._loop_task = asyncio.create_task(self._run(), name=f"blob:{self.spec.name}")
 

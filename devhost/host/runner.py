@@ -166,7 +166,10 @@ class FunctionsHost:
                 raise result
         for listener in self.listeners:
             lifecycle.info("listening: %s", listener.describe())
-        await self.http.start(shutdown_timeout_s=self.grace_s)
+        try:
+            await self.http.start(shutdown_timeout_s=self.grace_s)
+        except OSError as exc:
+            raise HostStartupError(f"the HTTP server cannot listen: {exc}") from exc
         lifecycle.info("http server listening on %s", self.http.url)
         for line in self.http.describe():
             lifecycle.info("http route: %s", line)

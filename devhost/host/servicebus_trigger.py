@@ -23,7 +23,12 @@ from typing import Any
 from azure.functions import meta
 from azure.functions.servicebus import ServiceBusMessage as FunctionMessage
 from azure.servicebus import ServiceBusReceivedMessage, ServiceBusReceiveMode
-from azure.servicebus.aio import AutoLockRenewer, ServiceBusClient, ServiceBusReceiver
+from azure.servicebus.aio import (
+    AutoLockRenewer,
+    ServiceBusClient,
+    ServiceBusReceiver,
+    ServiceBusSession,
+)
 from azure.servicebus.amqp import AmqpMessageBodyType
 from azure.servicebus.exceptions import ServiceBusError
 
@@ -73,11 +78,12 @@ class ServiceBusQueueListener:
         """Open the receiver once (so a wrong queue name is reported at startup), then receive
         in the background. A failure to open is logged; the loop keeps trying."""
         self._renewer = AutoLockRenewer(
-            max_lock_renewal_duration=self._options.max_auto_lock_renewal_s
+            max_lock_renewal_duration=self._options.max_auto_lock_renewal_s,
+            on_lock_renew_failure=self._lock_renewal_ended,
         )
         try:
             self._receiver = await self._open()
-        except ServiceBusError as exc:
+        except Exception as exc:  # a broker not up yet is no reason to fail the host
             self._event(
                 logging.WARNING,
                 "servicebus.open_failed",
@@ -105,6 +111,19 @@ class ServiceBusQueueListener:
         await asyncio.gather(
             self._renewer.close() if self._renewer is not None else asyncio.sleep(0),
             self._close_receiver(),
+        )
+
+    async def _lock_renewal_ended(
+        self, renewable: ServiceBusReceivedMessage | ServiceBusSession, error: Exception | None
+    ) -> None:
+        """A lock could not be renewed while its message was being handled: the message will be
+        redelivered, and settling it after the function returns will fail."""
+        self._event(
+            logging.WARNING,
+            "servicebus.lock_renewal_ended",
+            message_id=getattr(renewable, "message_id", None),
+            error_type=type(error).__name__ if error is not None else None,
+            max_auto_lock_renewal_s=self._options.max_auto_lock_renewal_s,
         )
 
     async def _open(self) -> ServiceBusReceiver:
@@ -180,18 +199,16 @@ class ServiceBusQueueListener:
             # A bug of the host, not of the function (that is an outcome): the lock expires
             # and the message is redelivered.
             self._event(
-                logging.ERROR, "servicebus.handler_crashed", error_type=type(error).__name__
+                logging.ERROR,
+                "servicebus.handler_crashed",
+                exc_info=error,
+                error_type=type(error).__name__,
             )
-            log.error("handler crashed", exc_info=error)
 
     async def _handle(
         self, receiver: ServiceBusReceiver, message: ServiceBusReceivedMessage
     ) -> None:
-        fields = without_none(
-            message_id=message.message_id,
-            delivery_count=delivery_count(message),
-            queue=self.queue_name,
-        )
+        fields = without_none(message_id=message.message_id, delivery_count=delivery_count(message))
         try:
             argument = to_function_message(message)
         except Exception as exc:  # a message the host cannot convert
@@ -200,7 +217,9 @@ class ServiceBusQueueListener:
             )
             await self._settle(receiver.abandon_message, message, "abandon")
             return
-        invocation = await self._invoker.invoke(self.spec, argument, fields)
+        invocation = await self._invoker.invoke(
+            self.spec, argument, {**fields, "queue": self.queue_name}
+        )
         if invocation.succeeded:
             if self._options.auto_complete_messages:
                 await self._settle(receiver.complete_message, message, "complete")
@@ -225,9 +244,11 @@ class ServiceBusQueueListener:
                 error=str(exc)[:300],
             )
 
-    def _event(self, level: int, event: str, **fields: Any) -> None:
+    def _event(
+        self, level: int, event: str, *, exc_info: BaseException | None = None, **fields: Any
+    ) -> None:
         extra = without_none(event=event, function=self.spec.name, queue=self.queue_name, **fields)
-        log.log(level, key_values(extra), extra=extra)
+        log.log(level, key_values(extra), extra=extra, exc_info=exc_info)
 
 
 async def _wait_any(events: tuple[asyncio.Event, ...], limit_s: float | None = None) -> None:

@@ -12,8 +12,11 @@ from typing import Any
 
 from proton import Data, Described, Message, symbol, timestamp, ulong
 
+_HEADER_SECTION = 0x70
 _DATA_SECTION = 0x75
 _APP_PROPERTIES_SECTION = 0x74
+_PROPERTIES_SECTION = 0x73
+_ANNOTATIONS_SECTION = 0x72
 _SECTION_CODES = range(0x70, 0x79)
 
 _HEADER_PREFIX = b"\x00\x53\x70"
@@ -66,18 +69,32 @@ def split_batch(raw: bytes) -> list[bytes]:
     except (ValueError, TypeError):
         return [raw]
     inner: list[bytes] = []
+    envelope_id: object = None
     for section in sections:
         if not isinstance(section, Described):
             return [raw]
         code = int(section.descriptor)
         if code == _APP_PROPERTIES_SECTION:
             return [raw]
+        if code == _PROPERTIES_SECTION:
+            envelope_id = section.value[0] if section.value else None
         if code == _DATA_SECTION:
             payload = bytes(section.value)
             if not _looks_like_message(payload):
                 return [raw]
             inner.append(payload)
-    return inner or [raw]
+    if not inner:
+        return [raw]
+    # The SDK stamps its envelope with the first message's id (older SDKs send no properties);
+    # a single message's id is its own, never that of bytes it carries as a body.
+    if envelope_id is not None:
+        try:
+            first_id = _decoded(inner[0]).id
+        except Exception:
+            return [raw]
+        if first_id is None or str(first_id) != str(envelope_id):
+            return [raw]
+    return inner
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +115,7 @@ def read_sent_fields(raw: bytes) -> SentFields:
     return SentFields(
         message_id=None if message_id is None else str(message_id),
         session_id=message.group_id or None,
-        ttl_ms=int(message.ttl * 1000) if message.ttl else None,
+        ttl_ms=round(message.ttl * 1000) if message.ttl else None,
         scheduled_ms=int(scheduled) if scheduled else None,
     )
 
@@ -143,15 +160,39 @@ def stamp(raw: bytes, facts: BrokerStamp) -> bytes:
         if facts.dead_letter_description is not None:
             props[DEAD_LETTER_DESCRIPTION] = facts.dead_letter_description
         message.properties = props
-    message.annotations = annotations
-    return _full_header(message) + _without_header(bytes(message.encode()))
+    out = bytearray(_full_header(message))
+    rewritten = {_ANNOTATIONS_SECTION: annotations}
+    if facts.dead_letter_source is not None:
+        rewritten[_APP_PROPERTIES_SECTION] = message.properties
+    for code, section in _section_bytes(raw):
+        if code == _HEADER_SECTION or code in rewritten:
+            continue
+        if code > _ANNOTATIONS_SECTION and _ANNOTATIONS_SECTION in rewritten:
+            out += _encode_section(_ANNOTATIONS_SECTION, rewritten.pop(_ANNOTATIONS_SECTION))
+        if code > _APP_PROPERTIES_SECTION and _APP_PROPERTIES_SECTION in rewritten:
+            out += _encode_section(_APP_PROPERTIES_SECTION, rewritten.pop(_APP_PROPERTIES_SECTION))
+        out += section
+    for code, value in rewritten.items():
+        out += _encode_section(code, value)
+    return bytes(out)
 
 
-def _without_header(encoded: bytes) -> bytes:
-    if not encoded.startswith(_HEADER_PREFIX):
-        return encoded
-    used = Data().decode(encoded)
-    return encoded[used:]
+def _section_bytes(raw: bytes) -> list[tuple[int, bytes]]:
+    out: list[tuple[int, bytes]] = []
+    offset = 0
+    while offset < len(raw):
+        data = Data()
+        used = data.decode(raw[offset:])
+        section = data.get_object()
+        out.append((int(section.descriptor), raw[offset : offset + used]))
+        offset += used
+    return out
+
+
+def _encode_section(code: int, value: Any) -> bytes:
+    data = Data()
+    data.put_object(Described(ulong(code), value))
+    return bytes(data.encode())
 
 
 def _full_header(message: Message) -> bytes:
@@ -160,7 +201,7 @@ def _full_header(message: Message) -> bytes:
     proton drops trailing default fields (even the whole header), and the SDK then reports
     `delivery_count` as None; Service Bus always sends it.
     """
-    ttl_ms = int(message.ttl * 1000) if message.ttl else None
+    ttl_ms = round(message.ttl * 1000) if message.ttl else None
     fields = (
         (b"\x41" if message.durable else b"\x42")
         + b"\x50"

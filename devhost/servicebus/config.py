@@ -10,7 +10,7 @@ import json
 import re
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 _DURATION = re.compile(
     r"^P(?:(?P<days>\d+(?:\.\d+)?)D)?"
@@ -91,7 +91,7 @@ class ConfigError(ValueError):
 
 def load_config(path: Path) -> BrokerConfig:
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(path.read_text(encoding="utf-8-sig"))
         return BrokerConfig.model_validate(raw)
-    except (OSError, json.JSONDecodeError, ValidationError) as exc:
+    except (OSError, ValueError) as exc:  # JSON, Unicode and pydantic errors are ValueErrors
         raise ConfigError(f"bad broker config {path}: {exc}") from exc

@@ -134,7 +134,7 @@ class Queue:
                 row is None
                 or seq in self._locked_seqs
                 or row.dead_lettered != dead_letter
-                or (not dead_letter and row.state != ACTIVE)
+                or row.state != ACTIVE
             ):
                 heapq.heappop(heap)
                 continue
@@ -206,6 +206,7 @@ class Queue:
         lock = self.lock_for(token, now_ms)
         self._unlock(lock)
         if lock.row.dead_lettered:
+            self._make_ready(lock.row)
             raise LockLost("a message in the dead-letter queue cannot be dead-lettered again")
         self._to_dead_letter(lock.row, reason, description)
 

@@ -145,8 +145,10 @@ async def test_each_message_is_handled_once_and_completed_within_max_concurrent_
         )
         for i in range(15)
     ]
-    await send(sb_client, "work", *sent)
-    await send(sb_client, "sync", *(order(f"s-{i}", sleep=0.05) for i in range(3)))
+    await asyncio.gather(
+        send(sb_client, "work", *sent),
+        send(sb_client, "sync", *(order(f"s-{i}", sleep=0.05) for i in range(3))),
+    )
     async with FunctionsHost(root, sb_settings(sb), servicebus_receive_wait_s=0.25):
         await eventually(lambda: len(events(records, "finished")) >= 18, "18 messages handled")
         await drained(sb_client, "work")

@@ -146,7 +146,9 @@ def check(ledger: Ledger) -> None:
     assert len(seqs) == TOTAL, "two messages share a sequence number"
     tokens = [d.lock_token for d in ledger.deliveries]
     assert len(set(tokens)) == len(tokens), "a lock token was handed out twice"
-    per_receiver = {r: sum(1 for d in ledger.deliveries if d.receiver == r) for r in range(4)}
+    per_receiver = {
+        r: sum(1 for d in ledger.deliveries if d.receiver == r) for r in range(RECEIVERS)
+    }
     assert all(per_receiver.values()), f"a receiver was starved: {per_receiver}"
 
 
