@@ -44,7 +44,7 @@ async def serve(host: FunctionsHost) -> int:
         log.error("functions host cannot start: %s", exc)
         return 2
     except Exception:
-        log.exception("functions host cannot start: function_app.py failed to load")
+        log.exception("functions host cannot start (function_app.py failed to load?)")
         return 1
     # After start: host.json's levels apply from here on (the startup lines are already out).
     apply_log_levels(host)

@@ -25,7 +25,7 @@ from devhost.demo import (
     routing_violations,
     simulator_stats,
 )
-from devhost.stack import SERVICEBUS_CONFIG, LocalStack, StackOptions
+from devhost.stack import MODELS_CONFIG, SERVICEBUS_CONFIG, LocalStack, StackOptions
 from shared import names
 
 PER_TENANT = 100
@@ -37,6 +37,16 @@ def short_lock_config(path: Path) -> Path:
     config = json.loads(SERVICEBUS_CONFIG.read_text())
     for queue in config["UserConfig"]["Namespaces"][0]["Queues"]:
         queue["Properties"]["LockDuration"] = "PT5S"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def unthrottled_models(path: Path) -> Path:
+    """The local deployments without TPM/RPM limits: throttling and the retries it calls for are
+    the resilience layer's (tested with the simulator); here every request must get through."""
+    config = json.loads(MODELS_CONFIG.read_text())
+    for deployment in config["deployments"]:
+        deployment.update(tpm=0, rpm=0)
     path.write_text(json.dumps(config))
     return path
 
@@ -76,7 +86,9 @@ async def _scenario(stack: LocalStack) -> tuple[list[Tally], Tally, bool]:
 
 def test_three_tenants_every_request_accounted_for_across_a_host_crash(tmp_path: Path) -> None:
     options = StackOptions(
-        data_dir=tmp_path, servicebus_config=short_lock_config(tmp_path / "sb.json")
+        data_dir=tmp_path,
+        servicebus_config=short_lock_config(tmp_path / "sb.json"),
+        models_config=unthrottled_models(tmp_path / "models.json"),
     )
     with LocalStack(options) as stack:
         tallies, stranger, killed = asyncio.run(_scenario(stack))

@@ -127,14 +127,20 @@ def test_topic_triggers_and_extra_parameters_are_refused() -> None:
 
 # -- host.json ------------------------------------------------------------------------------------
 def test_the_repositorys_host_json() -> None:
+    doc = json.loads((ROOT / "host.json").read_text())
+    written = doc["extensions"]["serviceBus"]
     options = HostOptions.load(ROOT)
     sb = options.service_bus
-    assert (sb.max_concurrent_calls, sb.prefetch_count, sb.auto_complete_messages) == (16, 0, True)
-    assert sb.max_auto_lock_renewal_s == 300
-    assert (sb.retry.mode, sb.retry.delay_s, sb.retry.max_retries) == ("exponential", 0.8, 3)
-    assert options.function_timeout_s == 300
+    assert sb.max_concurrent_calls == written["maxConcurrentCalls"]
+    assert sb.prefetch_count == written.get("prefetchCount", 0)
+    assert sb.auto_complete_messages is written.get("autoCompleteMessages", True)
+    assert sb.max_auto_lock_renewal_s == parse_timespan(written["maxAutoLockRenewalDuration"])
+    retry = written["clientRetryOptions"]
+    assert (sb.retry.mode, sb.retry.max_retries) == (retry["mode"], retry["maxRetries"])
+    assert sb.retry.delay_s == parse_timespan(retry["delay"])
+    assert options.function_timeout_s == parse_timespan(doc["functionTimeout"])
     assert options.http.route_prefix == "api"
-    assert options.log_levels["azure.servicebus"] == 30  # Warning
+    assert options.log_levels["azure.servicebus"] == 30  # "Azure.Messaging.ServiceBus": Warning
 
 
 def test_service_bus_options_in_the_newer_shape() -> None:
