@@ -20,6 +20,7 @@ import signal
 import sys
 from pathlib import Path
 
+from devhost.cli import configure_logging
 from devhost.host.runner import FunctionsHost, HostStartupError
 
 log = logging.getLogger("devhost.host.lifecycle")
@@ -101,11 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.log_level)
     # The SDKs' connection chatter is noise unless host.json asks for it.
     logging.getLogger("azure").setLevel(logging.WARNING)
     logging.getLogger("devhost.host.lifecycle").setLevel(logging.INFO)

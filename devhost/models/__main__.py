@@ -12,6 +12,7 @@ import logging
 import signal
 import sys
 
+from devhost.cli import configure_logging
 from devhost.models.config import ConfigError, SimulatorConfig, load_config
 from devhost.models.server import start_simulator
 
@@ -47,11 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.log_level)
     try:
         config = load_config(args.config)
     except ConfigError as err:

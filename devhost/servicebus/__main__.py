@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
+from devhost.cli import configure_logging
 from devhost.servicebus.config import ConfigError, load_config
 from devhost.servicebus.server import DEFAULT_KEY, DEFAULT_KEY_NAME, ServerOptions, serve
 
@@ -25,11 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sas-key", default=DEFAULT_KEY)
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.log_level)
     try:
         config = load_config(args.config)
     except ConfigError as exc:

@@ -24,6 +24,7 @@ from azure.servicebus.exceptions import (
 )
 
 from devhost.servicebus.launcher import BrokerProcess
+from tests.fixtures.servicebus import full_message
 
 QUEUES = {
     "work": {
@@ -98,28 +99,6 @@ def test_expired_token_is_refused_and_a_fresh_one_accepted(sb: BrokerProcess) ->
 
 
 # -- sending: every field round-trips -------------------------------------------------------------
-def _full_message(i: int) -> ServiceBusMessage:
-    return ServiceBusMessage(
-        f"body-{i}",
-        message_id=f"id-{i}",
-        correlation_id=f"corr-{i}",
-        subject="subject",
-        content_type="application/json",
-        reply_to="replies",
-        reply_to_session_id="reply-session",
-        session_id="s-1",
-        to="someone",
-        time_to_live=dt.timedelta(minutes=5),
-        application_properties={
-            "s": "text",
-            "i": 42,
-            "f": 1.5,
-            "b": True,
-            "raw": b"\x00\x01",
-        },
-    )
-
-
 def _assert_full(msg: object, i: int) -> None:
     m = msg  # a ServiceBusReceivedMessage
     assert str(m) == f"body-{i}"
@@ -142,12 +121,12 @@ def _assert_full(msg: object, i: int) -> None:
 
 def test_single_and_batch_sends_round_trip_every_field(client: ServiceBusClient) -> None:
     with client.get_queue_sender("plain") as sender:
-        sender.send_messages(_full_message(0))
+        sender.send_messages(full_message(0))
         batch = sender.create_message_batch()
         for i in (1, 2, 3):
-            batch.add_message(_full_message(i))
+            batch.add_message(full_message(i))
         sender.send_messages(batch)
-        sender.send_messages([_full_message(4), _full_message(5)])
+        sender.send_messages([full_message(4), full_message(5)])
     with client.get_queue_receiver("plain") as receiver:
         got = []
         while len(got) < 6:

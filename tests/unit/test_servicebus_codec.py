@@ -25,6 +25,7 @@ from azure.servicebus._transport._pyamqp_transport import PyamqpTransport
 from azure.servicebus.amqp import AmqpAnnotatedMessage, AmqpMessageBodyType, AmqpMessageHeader
 
 from devhost.servicebus.codec import BrokerStamp, read_sent_fields, split_batch, stamp
+from tests.fixtures.servicebus import full_message
 
 UTC = dt.UTC
 ENQUEUED = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -60,22 +61,6 @@ def received(raw: bytes) -> ServiceBusReceivedMessage:
         receive_mode=ServiceBusReceiveMode.PEEK_LOCK,
         is_peeked_message=True,
         receiver=None,
-    )
-
-
-def full_message(i: int) -> ServiceBusMessage:
-    return ServiceBusMessage(
-        f"body-{i}",
-        message_id=f"id-{i}",
-        correlation_id=f"corr-{i}",
-        subject="subject",
-        content_type="application/json",
-        reply_to="replies",
-        reply_to_session_id="reply-session",
-        session_id="s-1",
-        to="someone",
-        time_to_live=dt.timedelta(minutes=5),
-        application_properties={"s": "text", "i": 42, "f": 1.5, "b": True, "raw": b"\x00\x01"},
     )
 
 
