@@ -380,3 +380,24 @@ def test_unsupported_session_receiver_gets_a_clear_error(client: ServiceBusClien
     with pytest.raises(ServiceBusError) as err, receiver:
         receiver.receive_messages(max_wait_time=1)
     assert "not supported" in str(err.value).lower() or "not-implemented" in str(err.value)
+
+
+def test_logs_one_ready_line_and_stops_cleanly_on_sigterm(sb: BrokerProcess) -> None:
+    with (
+        ServiceBusClient.from_connection_string(sb.connection_string) as c,
+        c.get_queue_sender("plain") as s,
+    ):
+        s.send_messages(ServiceBusMessage("kept"))
+    assert sb.stop() == 0
+    assert sb.log_path is not None
+    log = sb.log_path.read_text()
+    assert log.count("servicebus broker ready") == 1
+    assert "servicebus broker stopped" in log
+    sb.start()  # the same data dir: what was acknowledged before the stop is still there
+    with (
+        ServiceBusClient.from_connection_string(sb.connection_string) as c,
+        c.get_queue_receiver("plain") as r,
+    ):
+        (msg,) = r.receive_messages(max_message_count=1, max_wait_time=3)
+        assert str(msg) == "kept"
+        r.complete_message(msg)
