@@ -114,3 +114,14 @@ def test_three_tenants_every_request_accounted_for_across_a_host_crash(tmp_path:
     for t in tallies:
         # A redelivery after the crash may repeat a call whose result was not stored yet.
         assert PER_TENANT <= served[t.tenant] <= PER_TENANT + 20
+
+
+def test_the_example_tenant_app_gets_its_answer(tmp_path: Path) -> None:
+    from examples.tenant_app import ask
+
+    with LocalStack(StackOptions(data_dir=tmp_path)) as stack:
+        connection = stack.app_settings()["ServiceBusConnection"]
+        reply = asyncio.run(ask(connection, "contoso", "How do I rotate my API key?", 30))
+    assert reply["type"] == "inference.result"
+    assert reply["tenant_id"] == "contoso"
+    assert reply["deployment"] == "contoso-gpt-4o"
