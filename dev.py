@@ -58,7 +58,7 @@ def _ensure_node() -> None:
         return
     npm = shutil.which("npm")
     if npm is None:
-        sys.exit("npm is needed (for Azurite); install Node.js 18+ and try again")
+        sys.exit("npm is needed (for Azurite); install Node.js 20+ and try again")
     _run([npm, "ci" if lock.exists() else "install", "--no-audit", "--no-fund"], cwd=NODE_DIR)
     stamp.write_text(want)
 
