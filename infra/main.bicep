@@ -146,6 +146,10 @@ var queueNames = [
   'finetune-jobs'
 ]
 
+// Each tenant gets its own reply queue (the registry's reply_queues), so a tenant app reads only
+// its own replies.
+var tenantReplyQueueNames = [for t in tenants: 'replies-${t.id}']
+
 var dataContainerNames = [
   'results'
   'rejected'
@@ -307,7 +311,7 @@ module serviceBus 'modules/servicebus.bicep' = {
     location: location
     tags: tags
     skuName: effectiveServiceBusSku
-    queueNames: queueNames
+    queueNames: concat(queueNames, tenantReplyQueueNames)
     lockDuration: serviceBusLockDuration
     maxDeliveryCount: serviceBusMaxDeliveryCount
     defaultMessageTimeToLive: serviceBusMessageTimeToLive

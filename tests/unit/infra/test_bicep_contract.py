@@ -189,3 +189,16 @@ def test_inference_roles_are_on_the_right_kind_of_account() -> None:
     assert bicep.resolve(bicep.module("openAi").params["kind"], scope) == "OpenAI"
     assert bicep.resolve(bicep.module("aiServices").params["kind"], scope) == "AIServices"
     assert bicep.module("aiServices").config["condition"] == "deployAiServices"
+
+
+def test_each_tenant_gets_the_reply_queue_the_local_registry_names() -> None:
+    """Bicep derives `replies-<tenant id>` from the tenants parameter; the local registry (the
+    shape a deployed registry copies) names exactly that queue for every tenant."""
+    import json
+
+    main = MAIN.read_text()
+    assert "'replies-${t.id}'" in main
+    assert "concat(queueNames, tenantReplyQueueNames)" in main
+    registry = json.loads((MAIN.parent.parent / "devhost" / "registry.json").read_text())
+    for tenant in registry["tenants"]:
+        assert f"replies-{tenant['id']}" in tenant["reply_queues"]
