@@ -7,8 +7,6 @@ Function app at them, exactly the names Bicep sets in Azure (see shared/settings
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,10 +106,6 @@ class LocalStack:
             **self.options.extra_settings,
         }
 
-    def write_local_settings(self, path: Path) -> Path:
-        path.write_text(json.dumps({"IsEncrypted": False, "Values": self.app_settings()}, indent=2))
-        return path
-
     def start_host(self) -> FunctionsHostProcess:
         self.host = FunctionsHostProcess(
             self.app_settings(), self.logs / "host.log", self.http_port
@@ -154,7 +148,3 @@ def fresh_data_dir(name: str) -> Path:
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
     return path
-
-
-def environment_with(settings: dict[str, str]) -> dict[str, str]:
-    return {**os.environ, **settings}

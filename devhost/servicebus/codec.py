@@ -213,7 +213,3 @@ def _full_header(message: Message) -> bytes:
     )
     body = b"\x05" + fields
     return _HEADER_PREFIX + b"\xc0" + bytes([len(body)]) + body
-
-
-def as_ulong(value: int) -> ulong:
-    return ulong(value)

@@ -145,9 +145,6 @@ class Queue:
             return row
         return None
 
-    def has_ready(self, dead_letter: bool, now_ms: int) -> bool:
-        return self.next_ready(dead_letter, now_ms) is not None
-
     def take(self, row: Row) -> None:
         """Receive-and-delete: the message is gone as it is handed out."""
         self._drop(row)

@@ -8,7 +8,7 @@ Request and response shapes follow azure-servicebus's `_common/mgmt_handlers.py`
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -196,7 +196,3 @@ _OPERATIONS: dict[str, Callable[[Queue, bool, dict[Any, Any], int, StampFn], Rep
     VENDOR + "cancel-scheduled-message": _cancel,
     VENDOR + "update-disposition": _update_disposition,
 }
-
-
-def supported_operations() -> Iterable[str]:
-    return _OPERATIONS.keys()
