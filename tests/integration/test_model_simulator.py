@@ -457,21 +457,21 @@ def test_the_threaded_simulator_serves_sync_callers(
 # ---- the command line ---------------------------------------------------------------------
 
 
+async def _simulator_process(config: Path, **pipes: Any) -> asyncio.subprocess.Process:
+    """`python -m devhost.models` on a port of its choosing, as a user starts it."""
+    return await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "devhost.models", "--port", "0", "--config", str(config)),
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        **pipes,
+    )
+
+
 async def test_the_command_line_serves_until_sigterm(tmp_path: Path) -> None:
     config = tmp_path / "models.json"
     config.write_text(json.dumps(make_models_config().model_dump()))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "devhost.models",
-        "--port",
-        "0",
-        "--config",
-        str(config),
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+    proc = await _simulator_process(
+        config, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )
     try:
         assert proc.stdout is not None
@@ -505,18 +505,7 @@ async def test_the_command_line_serves_until_sigterm(tmp_path: Path) -> None:
 async def test_the_command_line_refuses_a_bad_config(tmp_path: Path) -> None:
     config = tmp_path / "bad.json"
     config.write_text('{"api_keys": [], "deployments": [{"name": "d", "kind": "nope"}]}')
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "devhost.models",
-        "--port",
-        "0",
-        "--config",
-        str(config),
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc = await _simulator_process(config, stderr=asyncio.subprocess.PIPE)
     async with asyncio.timeout(15):
         _, err = await proc.communicate()
     assert proc.returncode == 2

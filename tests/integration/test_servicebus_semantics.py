@@ -24,7 +24,7 @@ from azure.servicebus.exceptions import (
 )
 
 from devhost.servicebus.launcher import BrokerProcess
-from tests.fixtures.servicebus import full_message
+from tests.fixtures.servicebus import assert_full, full_message
 
 QUEUES = {
     "work": {
@@ -99,26 +99,6 @@ def test_expired_token_is_refused_and_a_fresh_one_accepted(sb: BrokerProcess) ->
 
 
 # -- sending: every field round-trips -------------------------------------------------------------
-def _assert_full(msg: object, i: int) -> None:
-    m = msg  # a ServiceBusReceivedMessage
-    assert str(m) == f"body-{i}"
-    assert m.message_id == f"id-{i}"  # type: ignore[attr-defined]
-    assert m.correlation_id == f"corr-{i}"  # type: ignore[attr-defined]
-    assert m.subject == "subject"  # type: ignore[attr-defined]
-    assert m.content_type == "application/json"  # type: ignore[attr-defined]
-    assert m.reply_to == "replies"  # type: ignore[attr-defined]
-    assert m.reply_to_session_id == "reply-session"  # type: ignore[attr-defined]
-    assert m.session_id == "s-1"  # type: ignore[attr-defined]
-    assert m.to == "someone"  # type: ignore[attr-defined]
-    assert m.time_to_live == dt.timedelta(minutes=5)  # type: ignore[attr-defined]
-    props = m.application_properties  # type: ignore[attr-defined]
-    assert props[b"s"] == b"text"
-    assert props[b"i"] == 42
-    assert props[b"f"] == 1.5
-    assert props[b"b"] is True
-    assert props[b"raw"] == b"\x00\x01"
-
-
 def test_single_and_batch_sends_round_trip_every_field(client: ServiceBusClient) -> None:
     with client.get_queue_sender("plain") as sender:
         sender.send_messages(full_message(0))
@@ -137,7 +117,7 @@ def test_single_and_batch_sends_round_trip_every_field(client: ServiceBusClient)
             receiver.complete_message(m)
     got.sort(key=lambda m: m.sequence_number)
     for i, m in enumerate(got):
-        _assert_full(m, i)
+        assert_full(m, i)
     seqs = [m.sequence_number for m in got]
     assert seqs == sorted(set(seqs))
     assert all(

@@ -25,7 +25,7 @@ from azure.servicebus._transport._pyamqp_transport import PyamqpTransport
 from azure.servicebus.amqp import AmqpAnnotatedMessage, AmqpMessageBodyType, AmqpMessageHeader
 
 from devhost.servicebus.codec import BrokerStamp, read_sent_fields, split_batch, stamp
-from tests.fixtures.servicebus import full_message
+from tests.fixtures.servicebus import assert_full, full_message
 
 UTC = dt.UTC
 ENQUEUED = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -62,25 +62,6 @@ def received(raw: bytes) -> ServiceBusReceivedMessage:
         is_peeked_message=True,
         receiver=None,
     )
-
-
-def assert_full(m: ServiceBusReceivedMessage, i: int) -> None:
-    assert str(m) == f"body-{i}"
-    assert m.message_id == f"id-{i}"
-    assert m.correlation_id == f"corr-{i}"
-    assert m.subject == "subject"
-    assert m.content_type == "application/json"
-    assert m.reply_to == "replies"
-    assert m.reply_to_session_id == "reply-session"
-    assert m.session_id == "s-1"
-    assert m.to == "someone"
-    assert m.time_to_live == dt.timedelta(minutes=5)
-    props: dict[Any, Any] = dict(m.application_properties or {})
-    assert props[b"s"] == b"text"
-    assert props[b"i"] == 42
-    assert props[b"f"] == 1.5
-    assert props[b"b"] is True
-    assert props[b"raw"] == b"\x00\x01"
 
 
 def _text(key: str | bytes) -> str:
