@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared import names
-from shared.inference_handler import handle_inference_request
+from shared.inference.handler import handle_inference_request
 from shared.messages import InboundMessage
+from shared.storage import names
 
 app = func.FunctionApp()
 

@@ -24,7 +24,7 @@ from azure.storage.blob.aio import BlobServiceClient
 from openai import AsyncAzureOpenAI
 
 from devhost.stack import MODEL_API_KEY, MODELS_CONFIG, LocalStack, StackOptions, fresh_data_dir
-from shared import names
+from shared.storage import names
 
 TENANT = "tailwind"
 ROOT = Path(__file__).resolve().parent.parent

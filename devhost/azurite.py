@@ -25,7 +25,7 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob.aio import BlobServiceClient
 
 from devhost.processes import ROOT, ChildProcess, free_port
-from shared import names
+from shared.storage import names
 
 AZURITE_BLOB = ROOT / "devhost" / "node_modules" / ".bin" / "azurite-blob"
 ACCOUNT_NAME = "devstoreaccount1"
@@ -128,7 +128,7 @@ class Azurite:
 
 
 async def create_containers(connection: str, containers: Iterable[str] = names.CONTAINERS) -> None:
-    """Create the app's containers (those of shared/names.py); existing ones are left alone."""
+    """Create the app's containers (shared/storage/names.py); existing ones are left alone."""
     async with BlobServiceClient.from_connection_string(connection) as service:
         for name in containers:
             with suppress(ResourceExistsError):

@@ -23,7 +23,7 @@ from azure.servicebus import ServiceBusMessage, ServiceBusSubQueue
 from azure.servicebus.aio import ServiceBusClient
 from azure.storage.blob.aio import BlobServiceClient
 
-from shared import names
+from shared.storage import names
 
 TENANTS: tuple[tuple[str, str], ...] = (
     ("tailwind", "pooled"),

@@ -17,15 +17,15 @@ from functools import cached_property
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.identity.aio import DefaultAzureCredential
 
-from shared.blob_store import AzureBlobStore, BlobStore
-from shared.model_clients import ModelClients, ModelPort
-from shared.registry_source import RegistryProvider, RegistrySource
-from shared.rejections import RejectionLog
-from shared.replies import ReplySender, ServiceBusReplySender, UnconfiguredReplySender
-from shared.results import ResultStore
-from shared.routing import Router
+from shared.inference.model_clients import ModelClients, ModelPort
+from shared.inference.rejections import RejectionLog
+from shared.inference.replies import ReplySender, ServiceBusReplySender, UnconfiguredReplySender
+from shared.inference.results import ResultStore
+from shared.inference.usage import UsageMeter
 from shared.settings import Settings, get_settings
-from shared.usage import UsageMeter
+from shared.storage.blob_store import AzureBlobStore, BlobStore
+from shared.tenancy.registry_source import RegistryProvider, RegistrySource
+from shared.tenancy.routing import Router
 
 
 def utc_now() -> datetime:

@@ -26,7 +26,7 @@ from devhost.demo import (
     simulator_stats,
 )
 from devhost.stack import MODELS_CONFIG, SERVICEBUS_CONFIG, LocalStack, StackOptions
-from shared import names
+from shared.storage import names
 
 PER_TENANT = 100
 pytestmark = pytest.mark.slow

@@ -17,18 +17,18 @@ import pytest
 from azure.storage.blob.aio import BlobServiceClient
 
 from devhost.azurite import Azurite
-from shared import names
-from shared.blob_store import AzureBlobStore
 from shared.contracts import RejectionReason
-from shared.fakes import RecordingReplySender, ScriptedModel, fixed_clock
-from shared.inference_handler import Outcome, handle_inference_request
+from shared.inference.handler import Outcome, handle_inference_request
+from shared.inference.model_errors import ModelRateLimited
+from shared.inference.results import REPLY_SENT_AT
 from shared.messages import InboundMessage
-from shared.model_errors import ModelRateLimited
-from shared.registry_source import RegistrySource, StaticRegistry
-from shared.results import REPLY_SENT_AT
-from shared.routing import Router
 from shared.runtime import Runtime
-from shared.tenancy import read_registry_file
+from shared.storage import names
+from shared.storage.blob_store import AzureBlobStore
+from shared.tenancy.registry import read_registry_file
+from shared.tenancy.registry_source import RegistrySource, StaticRegistry
+from shared.tenancy.routing import Router
+from tests.fakes import RecordingReplySender, ScriptedModel, fixed_clock
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {"AZURE_OPENAI_ENDPOINT": "https://aoai.example"}  # phi-4-pool unusable: no AI endpoint

@@ -11,8 +11,8 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob.aio import BlobServiceClient
 
 from devhost.azurite import Azurite
-from shared import names
-from shared.blob_store import AzureBlobStore
+from shared.storage import names
+from shared.storage.blob_store import AzureBlobStore
 
 
 @pytest.fixture

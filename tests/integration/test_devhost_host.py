@@ -32,7 +32,7 @@ from devhost.host import READY_TEXT, FunctionsHost, HostStartupError
 from devhost.host.blob_trigger import HOSTS_CONTAINER, POISON_CONTAINER
 from devhost.models import RunningSimulator
 from devhost.servicebus.launcher import BrokerProcess
-from shared import names
+from shared.storage import names
 from tests.integration.sample_app.recorder import read_events
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,22 +19,22 @@ from azure.storage.blob.aio import BlobServiceClient
 
 from devhost.azurite import Azurite
 from devhost.models import RunningSimulator
-from shared import names
-from shared.blob_store import AzureBlobStore
-from shared.fakes import RecordingReplySender
-from shared.inference_handler import Outcome, handle_inference_request
-from shared.messages import InboundMessage
-from shared.model_clients import ModelClients
-from shared.model_errors import (
+from shared.inference.handler import Outcome, handle_inference_request
+from shared.inference.model_clients import ModelClients
+from shared.inference.model_errors import (
     ModelConnectionError,
     ModelRateLimited,
     ModelServerError,
     ModelTimeout,
 )
-from shared.registry_source import RegistrySource, StaticRegistry
-from shared.routing import Router
+from shared.messages import InboundMessage
 from shared.runtime import Runtime
-from shared.tenancy import parse_registry
+from shared.storage import names
+from shared.storage.blob_store import AzureBlobStore
+from shared.tenancy.registry import parse_registry
+from shared.tenancy.registry_source import RegistrySource, StaticRegistry
+from shared.tenancy.routing import Router
+from tests.fakes import RecordingReplySender
 
 ROOT = Path(__file__).resolve().parents[2]
 REGISTRY_PATH = ROOT / "devhost" / "registry.json"

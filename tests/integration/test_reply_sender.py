@@ -7,7 +7,7 @@ import asyncio
 from azure.servicebus.aio import ServiceBusClient
 
 from devhost.servicebus.launcher import BrokerProcess
-from shared.replies import Reply, ServiceBusReplySender
+from shared.inference.replies import Reply, ServiceBusReplySender
 
 
 async def test_concurrent_replies_on_one_sender_all_arrive(broker: BrokerProcess) -> None:

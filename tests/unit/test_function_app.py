@@ -11,12 +11,12 @@ import pytest
 from azure.functions.servicebus import ServiceBusMessage
 
 import function_app
-from shared import names
-from shared.blob_store import MemoryBlobStore
-from shared.fakes import RecordingReplySender, ScriptedModel, memory_runtime
-from shared.model_errors import ModelServerError
+from shared.inference.model_errors import ModelServerError
 from shared.runtime import Runtime, set_runtime
-from shared.tenancy import read_registry_file
+from shared.storage import names
+from shared.storage.blob_store import MemoryBlobStore
+from shared.tenancy.registry import read_registry_file
+from tests.fakes import RecordingReplySender, ScriptedModel, memory_runtime
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {"AZURE_OPENAI_ENDPOINT": "https://aoai.example"}

@@ -10,24 +10,24 @@ from typing import Any
 
 import pytest
 
-from shared import names
-from shared.blob_store import MemoryBlobStore
 from shared.contracts import RejectionReason
-from shared.fakes import RecordingReplySender, ScriptedModel, fixed_clock, memory_runtime
-from shared.inference_handler import Outcome, handle_inference_request
-from shared.messages import InboundMessage
-from shared.model_errors import (
+from shared.inference.handler import Outcome, handle_inference_request
+from shared.inference.model_errors import (
     ModelConfigurationError,
     ModelRateLimited,
     ModelRequestRejected,
     ModelServerError,
 )
-from shared.registry_source import RegistrySource
-from shared.results import REPLY_SENT_AT
-from shared.routing import IsolationViolation
+from shared.inference.results import REPLY_SENT_AT
+from shared.messages import InboundMessage
 from shared.runtime import Runtime
+from shared.storage import names
+from shared.storage.blob_store import MemoryBlobStore
 from shared.structured_logging import JsonLogFormatter
-from shared.tenancy import Registry, RegistryError, read_registry_file
+from shared.tenancy.registry import Registry, RegistryError, read_registry_file
+from shared.tenancy.registry_source import RegistrySource
+from shared.tenancy.routing import IsolationViolation
+from tests.fakes import RecordingReplySender, ScriptedModel, fixed_clock, memory_runtime
 
 DEVHOST_REGISTRY = Path(__file__).resolve().parents[2] / "devhost" / "registry.json"
 ENV = {

@@ -23,13 +23,13 @@ from azure.core.exceptions import (
 )
 
 from shared.contracts import ChatMessage, InferenceParameters
-from shared.model_clients import (
+from shared.inference.model_clients import (
     COGNITIVE_SERVICES_SCOPE,
     TENANT_HEADER,
     ModelClients,
     _from_azure,
 )
-from shared.model_errors import (
+from shared.inference.model_errors import (
     ModelConfigurationError,
     ModelConnectionError,
     ModelRateLimited,
@@ -37,7 +37,7 @@ from shared.model_errors import (
     ModelServerError,
     ModelTimeout,
 )
-from shared.tenancy import Capacity, Deployment, DeploymentKind, IsolationMode
+from shared.tenancy.registry import Capacity, Deployment, DeploymentKind, IsolationMode
 
 MESSAGES = [ChatMessage(role="system", content="s"), ChatMessage(role="user", content="u")]
 

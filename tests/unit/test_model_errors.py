@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared.model_errors import (
+from shared.inference.model_errors import (
     ModelConfigurationError,
     ModelRateLimited,
     ModelRequestRejected,

@@ -6,7 +6,7 @@ import pytest
 from azure.servicebus import ServiceBusMessage
 from azure.servicebus.aio import ServiceBusClient
 
-from shared.replies import Reply, ServiceBusReplySender, UnconfiguredReplySender
+from shared.inference.replies import Reply, ServiceBusReplySender, UnconfiguredReplySender
 from shared.settings import Settings
 
 

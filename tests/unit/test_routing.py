@@ -11,8 +11,14 @@ from typing import Any
 import pytest
 
 from shared.contracts import RejectionReason
-from shared.routing import IsolationViolation, Router, RoutingError, reachable, weighted_order
-from shared.tenancy import Registry, Tenant, parse_registry
+from shared.tenancy.registry import Registry, Tenant, parse_registry
+from shared.tenancy.routing import (
+    IsolationViolation,
+    Router,
+    RoutingError,
+    reachable,
+    weighted_order,
+)
 
 DEVHOST_REGISTRY = Path(__file__).resolve().parents[2] / "devhost" / "registry.json"
 ENV = {

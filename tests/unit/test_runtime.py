@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from devhost.azurite import connection_string
-from shared.blob_store import AzureBlobStore
-from shared.model_clients import ModelClients
-from shared.registry_source import RegistrySource
-from shared.replies import ServiceBusReplySender, UnconfiguredReplySender
+from shared.inference.model_clients import ModelClients
+from shared.inference.replies import ServiceBusReplySender, UnconfiguredReplySender
 from shared.runtime import Runtime, close_runtime, get_runtime, set_runtime
 from shared.settings import Settings
+from shared.storage.blob_store import AzureBlobStore
+from shared.tenancy.registry_source import RegistrySource
 
 LOCAL = {
     "AzureWebJobsStorage": connection_string("127.0.0.1", 10000),

@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 
-from shared.blob_store import MemoryBlobStore
-from shared.registry_source import RegistrySource
-from shared.tenancy import (
+from shared.storage.blob_store import MemoryBlobStore
+from shared.tenancy.registry import (
     IsolationMode,
     Registry,
     RegistryError,
@@ -20,6 +19,7 @@ from shared.tenancy import (
     parse_registry,
     read_registry_file,
 )
+from shared.tenancy.registry_source import RegistrySource
 
 DEVHOST_REGISTRY = Path(__file__).resolve().parents[2] / "devhost" / "registry.json"
 ENV = {

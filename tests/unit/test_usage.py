@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from shared import names
-from shared.blob_store import MemoryBlobStore
 from shared.contracts import UsageRecord
-from shared.usage import UsageMeter, usage_blob_name
+from shared.inference.usage import UsageMeter, usage_blob_name
+from shared.storage import names
+from shared.storage.blob_store import MemoryBlobStore
 
 
 def record(tenant: str = "tailwind", request_id: str = "r", day: int = 2) -> UsageRecord:

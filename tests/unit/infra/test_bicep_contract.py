@@ -1,6 +1,7 @@
 """The contract between the code and the Bicep: every setting `shared/settings.py` reads is set in
 the Function app's app settings (or is optional in Azure), every queue and container that
-`shared/names.py` names is declared, and each data-plane access the code makes has its role."""
+`shared/storage/names.py` names is declared, and each data-plane
+access the code makes has its role."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import pytest
 from pydantic import AliasChoices
 from pydantic.fields import FieldInfo
 
-from shared import names
 from shared.settings import OPTIONAL_IN_AZURE, Settings
+from shared.storage import names
 from tests.unit.infra import bicep_model as bicep
 from tests.unit.infra import roles
 from tests.unit.infra.bicep_model import MAIN, Scope

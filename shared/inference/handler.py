@@ -31,15 +31,15 @@ from shared.contracts import (
     TokenUsage,
     UsageRecord,
 )
+from shared.inference.model_clients import Completion
+from shared.inference.model_errors import ModelCallError, ModelRequestRejected, is_transient
+from shared.inference.replies import Reply
+from shared.inference.results import StoredResult
 from shared.messages import InboundMessage
-from shared.model_clients import Completion
-from shared.model_errors import ModelCallError, ModelRequestRejected, is_transient
-from shared.replies import Reply
-from shared.results import StoredResult
-from shared.routing import IsolationViolation, RoutingError
 from shared.runtime import Runtime, get_runtime
 from shared.structured_logging import key_values, without_none
-from shared.tenancy import Deployment, Registry, Tenant
+from shared.tenancy.registry import Deployment, Registry, Tenant
+from shared.tenancy.routing import IsolationViolation, RoutingError
 
 log = logging.getLogger(__name__)
 

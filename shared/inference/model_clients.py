@@ -5,7 +5,7 @@ called, and reuses it: deployments of one Azure OpenAI resource share one connec
 deployment name travels in each call. In Azure the clients authenticate with the managed identity
 (a bearer-token provider for openai, the credential itself for azure-ai-inference); locally with
 `MODEL_API_KEY`. The SDKs' own retries are off: retrying belongs to the resilience layer, which
-sees the SDK-neutral errors of `shared.model_errors`.
+sees the SDK-neutral errors of `shared.inference.model_errors`.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from openai.types.chat import (
 )
 
 from shared.contracts import ChatMessage, InferenceParameters
-from shared.model_errors import (
+from shared.inference.model_errors import (
     ModelCallError,
     ModelConfigurationError,
     ModelConnectionError,
@@ -52,7 +52,7 @@ from shared.model_errors import (
     ModelTimeout,
     error_for_status,
 )
-from shared.tenancy import Deployment, DeploymentKind
+from shared.tenancy.registry import Deployment, DeploymentKind
 
 COGNITIVE_SERVICES_SCOPE: Final = "https://cognitiveservices.azure.com/.default"
 TENANT_HEADER: Final = "x-tenant-id"

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from shared import names
-from shared.blob_store import BlobStore
 from shared.contracts import InferenceResult
+from shared.storage import names
+from shared.storage.blob_store import BlobStore
 
 REPLY_SENT_AT = "reply_sent_at"
 

@@ -13,14 +13,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from shared.blob_store import MemoryBlobStore
 from shared.contracts import ChatMessage, InferenceParameters
-from shared.model_clients import Completion
-from shared.registry_source import StaticRegistry
-from shared.replies import Reply
-from shared.routing import Router
+from shared.inference.model_clients import Completion
+from shared.inference.replies import Reply
 from shared.runtime import Runtime
-from shared.tenancy import Deployment, Registry
+from shared.storage.blob_store import MemoryBlobStore
+from shared.tenancy.registry import Deployment, Registry
+from shared.tenancy.registry_source import StaticRegistry
+from shared.tenancy.routing import Router
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,9 +8,9 @@ Each line carries the request id, so a reader can tell a redelivered call from a
 
 from __future__ import annotations
 
-from shared import names
-from shared.blob_store import AppendLimitReached, BlobStore
 from shared.contracts import UsageRecord
+from shared.storage import names
+from shared.storage.blob_store import AppendLimitReached, BlobStore
 
 _MAX_PARTS = 1000
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 import re
 
-from shared import names
-from shared.blob_store import BlobStore
 from shared.contracts import RejectionRecord
+from shared.storage import names
+from shared.storage.blob_store import BlobStore
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 

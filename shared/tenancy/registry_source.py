@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
-from shared.blob_store import BlobStore
-from shared.tenancy import (
+from shared.storage.blob_store import BlobStore
+from shared.tenancy.registry import (
     Registry,
     RegistryError,
     blob_location,

@@ -40,8 +40,8 @@ from typing import Any, Final, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from shared import names
 from shared.contracts import TENANT_ID_PATTERN, error_location
+from shared.storage import names
 
 BLOB_SCHEME: Final = "blob://"
 _ENV_REFERENCE: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")

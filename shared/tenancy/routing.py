@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from itertools import groupby
 
 from shared.contracts import RejectionReason
-from shared.tenancy import Deployment, IsolationMode, Registry, Tenant
+from shared.tenancy.registry import Deployment, IsolationMode, Registry, Tenant
 
 
 class RoutingError(Exception):
