@@ -30,10 +30,13 @@ def _up(stack: LocalStack) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devhost", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="start broker, Azurite, model simulator and Functions host")
+    sub.add_parser("up", help="start broker, Azurite, Redis, model simulator and Functions host")
     demo = sub.add_parser("demo", help="start the stack and play three tenants against it")
     demo.add_argument("--per-tenant", type=int, default=40, help="requests per tenant")
     demo.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for replies")
+    demo.add_argument(
+        "--calm", action="store_true", help="no injected 429s and 500s (a good day at the provider)"
+    )
     args = parser.parse_args(argv)
 
     print("starting the local stack ...", flush=True)
@@ -50,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
                 settings["AZURE_OPENAI_ENDPOINT"],
                 args.per_tenant,
                 args.timeout,
+                host_log=stack.logs / "host.log",
+                bad_day=not args.calm,
             )
         )
 

@@ -1,8 +1,11 @@
 """The demo: three tenant apps talk to the system over Service Bus, as they would in Azure.
 
-One pooled, one dedicated and one tuned tenant each send requests with the real azure-servicebus
-SDK and wait for replies on their own reply queue; a stranger sends garbage. Every message must
-end as an answer or a rejection record; routing is checked against the simulator's own counts.
+One pooled, one dedicated and one tuned tenant each send requests in one burst with the real
+azure-servicebus SDK and wait for replies on their own reply queue; a stranger sends garbage.
+Judged as a tenant would: every well-formed request must be answered (not failed, not
+dead-lettered), each broken one rejected with a reason; routing is checked against the simulator's
+own counts. The table also shows, from the Functions host's log, how the resilience layer got there:
+retries, failovers and reschedules per tenant and circuit-breaker transitions per deployment.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -35,6 +40,15 @@ ALLOWED: dict[str, set[str]] = {
     "contoso": {"contoso-gpt-4o"},
     "fabrikam": {"fabrikam-ft-v1", "gpt-4o-mini-pool-a"},
 }
+# What Azure OpenAI does on a bad day, injected into the simulator as the burst starts: the tuned
+# deployment throttles with a long retry-after (its breaker opens, fabrikam fails over to its base),
+# one pooled deployment fails with 500s (tailwind fails over), and contoso's only deployment asks
+# for a short pause (contoso waits, or is rescheduled, and is never dead-lettered).
+BAD_DAY: tuple[dict[str, Any], ...] = (
+    {"deployment": "fabrikam-ft-v1", "kind": "429", "duration_s": 8, "retry_after_s": 20},
+    {"deployment": "gpt-4o-mini-pool-b", "kind": "500", "duration_s": 6},
+    {"deployment": "contoso-gpt-4o", "kind": "429", "duration_s": 4, "retry_after_s": 3},
+)
 QUESTIONS = (
     "Which plan includes priority support?",
     "Summarise our refund policy in one sentence.",
@@ -50,13 +64,27 @@ class Tally:
     sent_at: dict[str, float] = field(default_factory=dict)
     answered: dict[str, float] = field(default_factory=dict)
     rejected: set[str] = field(default_factory=set)
+    failed: set[str] = field(default_factory=set)
+    expected_rejections: set[str] = field(default_factory=set)
     dead_lettered: set[str] = field(default_factory=set)
     tokens: int = 0
     deployments: Counter[str] = field(default_factory=Counter)
 
     @property
     def pending(self) -> set[str]:
-        return set(self.sent_at) - set(self.answered) - self.rejected - self.dead_lettered
+        done = set(self.answered) | self.rejected | self.failed | self.dead_lettered
+        return set(self.sent_at) - done
+
+    def not_served(self) -> list[str]:
+        """What this tenant would complain about: a good request not answered, a bad one not
+        rejected."""
+        good = set(self.sent_at) - self.expected_rejections
+        problems = []
+        if missed := good - set(self.answered):
+            problems.append(f"{len(missed)} of {len(good)} requests not answered")
+        if unrejected := self.expected_rejections - self.rejected:
+            problems.append(f"{len(unrejected)} broken request(s) not rejected")
+        return problems
 
     def latencies_ms(self) -> list[float]:
         return sorted((self.answered[r] - self.sent_at[r]) * 1000 for r in self.answered)
@@ -99,6 +127,7 @@ async def play_tenant(bus: ServiceBusClient, tally: Tally, count: int) -> None:
         broken = _request(tally.tenant, broken_id, 0)
         del broken["messages"]
         tally.sent_at[broken_id] = time.monotonic()
+        tally.expected_rejections.add(broken_id)
         await sender.send_messages(
             ServiceBusMessage(json.dumps(broken), message_id=broken_id, reply_to=reply_queue)
         )
@@ -110,6 +139,7 @@ async def play_stranger(bus: ServiceBusClient, tally: Tally) -> None:
         bad_json = f"stranger-{uuid.uuid4()}"
         unknown = f"stranger-{uuid.uuid4()}"
         tally.sent_at[bad_json] = tally.sent_at[unknown] = time.monotonic()
+        tally.expected_rejections |= {bad_json, unknown}
         await sender.send_messages(
             [
                 ServiceBusMessage(b"{not json", message_id=bad_json),
@@ -124,7 +154,9 @@ async def collect_replies(bus: ServiceBusClient, tally: Tally, deadline: float) 
             for msg in await receiver.receive_messages(max_message_count=50, max_wait_time=1):
                 body = json.loads(b"".join(msg.body))
                 request_id = str(msg.correlation_id)
-                if body.get("type") == "inference.result":
+                if body.get("type") == "inference.result" and body.get("status") == "failed":
+                    tally.failed.add(request_id)
+                elif body.get("type") == "inference.result":
                     tally.answered[request_id] = time.monotonic()
                     tally.tokens += int(body["usage"]["total_tokens"])
                     tally.deployments[body["deployment"]] += 1
@@ -178,6 +210,13 @@ async def progress(tallies: list[Tally], done: asyncio.Event) -> None:
     sys.stderr.write("\n")
 
 
+async def install_faults(models_url: str, faults: Iterable[dict[str, Any]]) -> None:
+    async with aiohttp.ClientSession() as http:
+        for fault in faults:
+            async with http.post(f"{models_url}/admin/faults", json=fault) as resp:
+                resp.raise_for_status()
+
+
 async def simulator_stats(models_url: str) -> dict[str, Any]:
     async with aiohttp.ClientSession() as http, http.get(f"{models_url}/admin/stats") as resp:
         data: dict[str, Any] = await resp.json()
@@ -194,14 +233,82 @@ def routing_violations(stats: dict[str, Any]) -> list[str]:
     return problems
 
 
-def render_table(tallies: list[Tally]) -> str:
+def log_fields(lines: Iterable[str]) -> Iterable[dict[str, str]]:
+    """The `key=value` fields of each structured log line of the host (`event` included)."""
+    for line in lines:
+        for event in ("inference.", "breaker.transition"):
+            at = line.find(f": {event}")
+            if at >= 0:
+                text = line[at + 2 :]
+                name, _, rest = text.partition(" ")
+                fields = dict(_pairs(rest))
+                fields["event"] = name
+                yield fields
+                break
+
+
+def _pairs(text: str) -> Iterable[tuple[str, str]]:
+    key = ""
+    i = 0
+    while i < len(text):
+        eq = text.find("=", i)
+        if eq < 0:
+            return
+        key = text[i:eq].strip()
+        if eq + 1 < len(text) and text[eq + 1] == '"':
+            end = eq + 2
+            while end < len(text) and not (text[end] == '"' and text[end - 1] != "\\"):
+                end += 1
+            yield key, text[eq + 2 : end]
+            i = end + 2
+        else:
+            end = text.find(" ", eq)
+            end = len(text) if end < 0 else end
+            yield key, text[eq + 1 : end]
+            i = end + 1
+
+
+@dataclass
+class Resilience:
+    """What the host's log says the resilience layer did."""
+
+    per_tenant: dict[str, Counter[str]] = field(default_factory=dict)
+    transitions: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    @classmethod
+    def from_log(cls, path: Path | None) -> Resilience:
+        seen = cls()
+        if path is None or not path.exists():
+            return seen
+        with path.open(encoding="utf-8", errors="replace") as lines:
+            for f in log_fields(lines):
+                if f["event"] == "breaker.transition":
+                    seen.transitions[(f.get("deployment", "?"), f.get("to_state", "?"))] += 1
+                    continue
+                counts = seen.per_tenant.setdefault(f.get("tenant_id", "-"), Counter())
+                if f["event"] == "inference.completed":
+                    counts["retries"] += int(f.get("retries", 0))
+                    counts["failovers"] += int(f.get("failovers", 0))
+                    counts["throttled"] += int(f.get("throttled", 0))
+                elif f["event"] == "inference.rescheduled":
+                    counts["reschedules"] += 1
+        return seen
+
+
+def render_table(tallies: list[Tally], seen: Resilience | None = None) -> str:
+    seen = seen or Resilience()
     header = (
         "tenant",
         "mode",
         "sent",
         "answered",
         "rejected",
+        "failed",
         "dead-lettered",
+        "retries",
+        "failovers",
+        "reschedules",
+        "429s",
         "p50 ms",
         "p95 ms",
         "tokens",
@@ -211,6 +318,7 @@ def render_table(tallies: list[Tally]) -> str:
         lat = t.latencies_ms()
         p50 = f"{statistics.median(lat):.0f}" if lat else "-"
         p95 = f"{lat[min(len(lat) - 1, int(len(lat) * 0.95))]:.0f}" if lat else "-"
+        counts = seen.per_tenant.get(t.tenant, Counter())
         rows.append(
             (
                 t.tenant,
@@ -218,7 +326,12 @@ def render_table(tallies: list[Tally]) -> str:
                 str(len(t.sent_at)),
                 str(len(t.answered)),
                 str(len(t.rejected)),
+                str(len(t.failed)),
                 str(len(t.dead_lettered)),
+                str(counts["retries"]),
+                str(counts["failovers"]),
+                str(counts["reschedules"]),
+                str(counts["throttled"]),
                 p50,
                 p95,
                 str(t.tokens),
@@ -231,16 +344,38 @@ def render_table(tallies: list[Tally]) -> str:
         if t.deployments:
             used = ", ".join(f"{d} x{n}" for d, n in sorted(t.deployments.items()))
             lines.append(f"  {t.tenant}: {used}")
+    lines.append("circuit breakers (transitions into each state, from the host's log):")
+    deployments = sorted({d for d, _ in seen.transitions})
+    for d in deployments:
+        moves = ", ".join(f"{s} x{n}" for (dd, s), n in sorted(seen.transitions.items()) if dd == d)
+        lines.append(f"  {d}: {moves}")
+    if not deployments:
+        lines.append("  none: every breaker stayed closed")
     return "\n".join(lines)
 
 
 async def run_demo(
-    servicebus: str, storage: str, models_url: str, per_tenant: int, timeout_s: float
+    servicebus: str,
+    storage: str,
+    models_url: str,
+    per_tenant: int,
+    timeout_s: float,
+    *,
+    host_log: Path | None = None,
+    bad_day: bool = True,
 ) -> int:
     tallies = [Tally(tenant, mode) for tenant, mode in TENANTS]
     stranger = Tally("(unknown)", "-")
     done = asyncio.Event()
     deadline = time.monotonic() + timeout_s
+    if bad_day:
+        print(
+            "a bad day at the model provider: "
+            + "; ".join(
+                f"{f['deployment']} answers {f['kind']} for {f['duration_s']}s" for f in BAD_DAY
+            )
+        )
+        await install_faults(models_url, BAD_DAY)
     async with ServiceBusClient.from_connection_string(servicebus) as bus:
         await asyncio.gather(
             *(play_tenant(bus, t, per_tenant) for t in tallies), play_stranger(bus, stranger)
@@ -253,13 +388,18 @@ async def run_demo(
         )
         done.set()
         await bar
-    print(render_table([*tallies, stranger]))
+    print(render_table([*tallies, stranger], Resilience.from_log(host_log)))
     problems = routing_violations(await simulator_stats(models_url))
-    missing = sum(len(t.pending) for t in [*tallies, stranger])
-    if missing:
-        problems.append(f"{missing} message(s) unaccounted for")
+    for t in [*tallies, stranger]:
+        problems += [f"{t.tenant}: {p}" for p in t.not_served()]
+    dead = sum(len(t.dead_lettered) for t in [*tallies, stranger])
+    if dead:
+        problems.append(f"{dead} message(s) dead-lettered")
     for p in problems:
         print(f"FAILED: {p}", file=sys.stderr)
     if not problems:
-        print("every message is accounted for (answer, rejection or dead letter); isolation kept")
+        print(
+            "every tenant's requests were answered, every broken one rejected with a reason, "
+            "nothing dead-lettered; isolation kept"
+        )
     return 1 if problems else 0

@@ -1,4 +1,4 @@
-"""The whole local stack: broker, Azurite, model simulator and the Functions host, as processes.
+"""The whole local stack: broker, Azurite, Redis, model simulator and Functions host, as processes.
 
 Each part is a real server on a free loopback port; the host gets the app settings that point the
 Function app at them, exactly the names Bicep sets in Azure (see shared/settings.py).
@@ -14,6 +14,7 @@ from typing import Self
 
 from devhost.azurite import Azurite, create_containers
 from devhost.processes import ROOT, ChildProcess, free_port, python_module
+from devhost.redis import RedisServer
 from devhost.servicebus.launcher import BrokerProcess
 
 MODELS_CONFIG = ROOT / "devhost" / "models.config.json"
@@ -68,6 +69,7 @@ class LocalStack:
         self.logs = options.data_dir / "logs"
         self.broker: BrokerProcess | None = None
         self.azurite: Azurite | None = None
+        self.redis: RedisServer | None = None
         self.models: ModelSimulatorProcess | None = None
         self.host: FunctionsHostProcess | None = None
         self.http_port = free_port()
@@ -82,6 +84,9 @@ class LocalStack:
             ).start()
             self.azurite = Azurite(location=self.options.data_dir / "azurite").start()
             asyncio.run(create_containers(self.azurite.connection_string))
+            self.redis = RedisServer(
+                data_dir=self.options.data_dir / "redis", log_path=self.logs / "redis.log"
+            ).start()
             self.models = ModelSimulatorProcess(
                 self.options.models_config, self.logs / "models.log"
             ).start()
@@ -94,7 +99,7 @@ class LocalStack:
 
     def app_settings(self) -> dict[str, str]:
         """What `local.settings.json` would hold: the same names the Bicep app settings use."""
-        if not (self.broker and self.azurite and self.models):
+        if not (self.broker and self.azurite and self.redis and self.models):
             raise RuntimeError("start the backends first")
         return {
             "ServiceBusConnection": self.broker.connection_string,
@@ -103,6 +108,7 @@ class LocalStack:
             "AZURE_OPENAI_ENDPOINT": self.models.url,
             "AZURE_AI_SERVICES_ENDPOINT": f"{self.models.url}/models",
             "MODEL_API_KEY": MODEL_API_KEY,
+            "REDIS_URL": self.redis.url,
             **self.options.extra_settings,
         }
 
@@ -121,6 +127,8 @@ class LocalStack:
         for part in (self.host, self.models, self.broker):
             if part is not None:
                 part.stop()
+        if self.redis is not None:
+            self.redis.stop()
         if self.azurite is not None:
             self.azurite.stop()
 
@@ -132,11 +140,12 @@ class LocalStack:
         self.stop()
 
     def describe(self) -> list[tuple[str, str]]:
-        if not (self.broker and self.azurite and self.models):
+        if not (self.broker and self.azurite and self.redis and self.models):
             raise RuntimeError("start the backends first")
         return [
             ("Service Bus (AMQP)", f"amqp://127.0.0.1:{self.broker.port}"),
             ("Azurite blob", self.azurite.blob_endpoint),
+            ("Redis (tenant quotas)", self.redis.url),
             ("Model simulator", self.models.url),
             ("Functions host HTTP", f"http://127.0.0.1:{self.http_port}/api"),
             ("Logs", str(self.logs)),

@@ -106,6 +106,16 @@ param deployAiServices bool = false
 @description('Deployments on the AI Services account: [{ name, model, version, format, sku, capacity }], e.g. format Microsoft for Phi models.')
 param aiServicesDeployments array = []
 
+@description('Azure Managed Redis SKU of the shared tenant quota counters (Balanced_B0 is the smallest).')
+param redisSkuName string = 'Balanced_B0'
+
+@description('Replicate the quota counters cache (Enabled, for the SLA) or not (Disabled, half the cost; the app degrades to per-instance quotas while the cache is away).')
+@allowed([
+  'Enabled'
+  'Disabled'
+])
+param redisHighAvailability string = 'Enabled'
+
 @description('VM size of the fine-tuning GPU cluster (it needs GPU quota in the region).')
 param mlComputeVmSize string = 'Standard_NC4as_T4_v3'
 
@@ -169,6 +179,7 @@ var openAiName = '${abbrs.cognitiveServicesOpenAI}${resourceToken}'
 var aiServicesName = '${abbrs.cognitiveServicesAIServices}${resourceToken}'
 var mlWorkspaceName = '${abbrs.machineLearningServicesWorkspaces}${resourceToken}'
 var mlStorageAccountName = '${abbrs.storageStorageAccounts}ml${resourceToken}'
+var redisName = '${abbrs.cacheRedisEnterprise}${resourceToken}'
 
 // Premium is the only Service Bus tier with private endpoints.
 var effectiveServiceBusSku = enablePrivateNetworking ? 'Premium' : serviceBusSku
@@ -372,6 +383,26 @@ module aiServices 'modules/cognitive.bicep' = if (deployAiServices) {
   }
 }
 
+// Tenant quota counters shared by every instance. Azure Managed Redis has no Azure RBAC data
+// roles: the app's identity gets the database's `default` access policy (Entra ID; keys disabled).
+module redis 'modules/redis.bicep' = {
+  name: 'redis'
+  scope: rg
+  params: {
+    name: redisName
+    location: location
+    tags: tags
+    skuName: redisSkuName
+    highAvailability: redisHighAvailability
+    accessPolicyAssignments: [
+      {
+        principalId: appIdentity.outputs.principalId
+        description: 'Function app: read and write tenant quota counters'
+      }
+    ]
+  }
+}
+
 module ml 'modules/ml.bicep' = {
   name: 'ml'
   scope: rg
@@ -430,6 +461,7 @@ var cognitiveServicesZone = 'privatelink.cognitiveservices.azure.com'
 var aiServicesZone = 'privatelink.services.ai.azure.com'
 var mlApiZone = 'privatelink.api.azureml.ms'
 var mlNotebooksZone = 'privatelink.notebooks.azure.net'
+var redisZone = 'privatelink.redis.azure.net'
 
 var privateEndpointTargets = concat([
   {
@@ -487,6 +519,15 @@ var privateEndpointTargets = concat([
       blobZone
     ]
   }
+  {
+    key: 'amr'
+    type: 'Microsoft.Cache/redisEnterprise'
+    service: redisName
+    groupId: 'redisEnterprise'
+    zones: [
+      redisZone
+    ]
+  }
 ], deployAiServices ? [
   {
     key: 'ais'
@@ -517,6 +558,7 @@ module network 'modules/network.bicep' = if (enablePrivateNetworking) {
       aiServicesZone
       mlApiZone
       mlNotebooksZone
+      redisZone
     ]
   }
 }
@@ -540,6 +582,7 @@ module privateEndpoints 'modules/private-endpoint.bicep' = [for target in (enabl
     openAi
     aiServices
     ml
+    redis
   ]
 }]
 
@@ -606,6 +649,10 @@ module functionApp 'modules/function-app.bicep' = {
         name: 'AZURE_ML_TRAINING_IDENTITY_CLIENT_ID'
         value: trainingIdentity.outputs.clientId
       }
+      {
+        name: 'REDIS_URL'
+        value: redis.outputs.url
+      }
     ], deployAiServices ? [
       {
         name: 'AZURE_AI_SERVICES_ENDPOINT'
@@ -642,4 +689,5 @@ output AZURE_CLIENT_ID string = appIdentity.outputs.clientId
 output TENANT_REGISTRY string = tenantRegistry
 output AZURE_OPENAI_ENDPOINT string = openAi.outputs.endpoint
 output AZURE_OPENAI_API_VERSION string = openAiApiVersion
+output REDIS_URL string = redis.outputs.url
 output AZURE_AI_SERVICES_ENDPOINT string = deployAiServices ? aiServices.outputs.inferenceEndpoint : ''

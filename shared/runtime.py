@@ -9,10 +9,14 @@ Tests build their own `Runtime` from fakes; `set_runtime` installs one for code 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
+from pathlib import Path
 
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.identity.aio import DefaultAzureCredential
@@ -22,6 +26,10 @@ from shared.inference.rejections import RejectionLog
 from shared.inference.replies import ReplySender, ServiceBusReplySender, UnconfiguredReplySender
 from shared.inference.results import ResultStore
 from shared.inference.usage import UsageMeter
+from shared.resilience.client import QuotaPort, ResiliencePolicy, ResilientModelClient
+from shared.resilience.quotas import TenantQuotas
+from shared.resilience.reschedule import ReschedulePolicy
+from shared.resilience.time_budget import message_time_budget, read_host_json
 from shared.settings import Settings, get_settings
 from shared.storage.blob_store import AzureBlobStore, BlobStore
 from shared.tenancy.registry_source import RegistryProvider, RegistrySource
@@ -41,6 +49,26 @@ class Runtime:
     router: Router = field(default_factory=Router)
     clock: Callable[[], datetime] = utc_now
     credential: AsyncTokenCredential | None = None
+    policy: ResiliencePolicy = field(default_factory=ResiliencePolicy)
+    reschedule_policy: ReschedulePolicy = field(default_factory=ReschedulePolicy)
+    quotas: QuotaPort | None = None
+    monotonic: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    rng: random.Random = field(default_factory=random.Random)
+
+    @cached_property
+    def resilient(self) -> ResilientModelClient:
+        """The model port behind retries, breakers, rate budgets, failover and tenant quotas."""
+        return ResilientModelClient(
+            self.models,
+            self.registry,
+            policy=self.policy,
+            router=self.router,
+            quotas=self.quotas,
+            clock=self.monotonic,
+            sleep=self.sleep,
+            rng=self.rng,
+        )
 
     @cached_property
     def results(self) -> ResultStore:
@@ -87,14 +115,39 @@ class Runtime:
             ),
             replies=replies,
             credential=credential,
+            quotas=TenantQuotas(settings.redis_url),
+            policy=resilience_policy(settings),
+            reschedule_policy=ReschedulePolicy(
+                deadline_s=settings.reschedule_deadline_seconds,
+                max_reschedules=settings.reschedule_max_attempts,
+            ),
         )
 
     async def close(self) -> None:
         await self.models.close()
         await self.replies.close()
         await self.store.close()
+        if self.quotas is not None:
+            await self.quotas.close()
         if self.credential is not None:
             await self.credential.close()
+
+
+APP_ROOT = Path(__file__).resolve().parent.parent
+
+
+def resilience_policy(settings: Settings) -> ResiliencePolicy:
+    """The policy from the app settings, its time budget from host.json (`time_budget`)."""
+    root = Path(settings.script_root) if settings.script_root else APP_ROOT
+    budget = message_time_budget(
+        read_host_json(root / "host.json"), model_timeout_s=settings.model_timeout_seconds
+    )
+    return ResiliencePolicy(
+        time_budget_s=budget,
+        max_wait_s=min(settings.resilience_max_wait_seconds, budget),
+        max_attempts=settings.resilience_max_attempts,
+        default_max_tokens=settings.model_default_max_tokens,
+    )
 
 
 def _blob_store(settings: Settings, credential: AsyncTokenCredential | None) -> BlobStore:

@@ -63,6 +63,44 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("MODEL_TIMEOUT_SECONDS"),
         description="the time limit of one model call (the SDKs' own retries are off)",
     )
+    redis_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("REDIS_URL"),
+        description=(
+            "the shared store of tenant quota counters: redis://host:port/0 locally, "
+            "rediss://<host>:10000 (Entra ID auth) in Azure; unset: per-instance limits"
+        ),
+    )
+
+    script_root: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AzureWebJobsScriptRoot"),
+        description="the app's folder (host.json); set by the Functions host, else this checkout",
+    )
+    resilience_max_wait_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        validation_alias=AliasChoices("RESILIENCE_MAX_WAIT_SECONDS"),
+        description="the longest in-process wait before a retry; longer waits reschedule",
+    )
+    resilience_max_attempts: int = Field(
+        default=8, ge=1, validation_alias=AliasChoices("RESILIENCE_MAX_ATTEMPTS")
+    )
+    reschedule_deadline_seconds: float = Field(
+        default=900.0,
+        gt=0,
+        validation_alias=AliasChoices("RESCHEDULE_DEADLINE_SECONDS"),
+        description="from a request's first enqueue to a failed result, when it cannot be served",
+    )
+    reschedule_max_attempts: int = Field(
+        default=50, ge=0, validation_alias=AliasChoices("RESCHEDULE_MAX_ATTEMPTS")
+    )
+    model_default_max_tokens: int = Field(
+        default=256,
+        ge=1,
+        validation_alias=AliasChoices("MODEL_DEFAULT_MAX_TOKENS"),
+        description="what a deployment is assumed to charge a request that sets no max_tokens",
+    )
 
 
 # Settings that Azure sets optionally or that only the local stack uses; the infra contract test
@@ -75,6 +113,12 @@ OPTIONAL_IN_AZURE: frozenset[str] = frozenset(
         "AZURE_AI_SERVICES_ENDPOINT",
         "TENANT_REGISTRY_REFRESH_SECONDS",
         "MODEL_TIMEOUT_SECONDS",
+        "AzureWebJobsScriptRoot",
+        "RESILIENCE_MAX_WAIT_SECONDS",
+        "RESILIENCE_MAX_ATTEMPTS",
+        "RESCHEDULE_DEADLINE_SECONDS",
+        "RESCHEDULE_MAX_ATTEMPTS",
+        "MODEL_DEFAULT_MAX_TOKENS",
     }
 )
 

@@ -3,5 +3,6 @@
 pytest_plugins = [
     "tests.fixtures.azurite",
     "tests.fixtures.models",
+    "tests.fixtures.redis",
     "tests.fixtures.servicebus",
 ]

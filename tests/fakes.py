@@ -73,6 +73,21 @@ class RecordingReplySender:
         return None
 
 
+@dataclass
+class FakeTime:
+    """A monotonic clock and an async sleep that advances it at once, recording each wait."""
+
+    now: float = 1000.0
+    sleeps: list[float] = field(default_factory=list)
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
 def fixed_clock(at: datetime | None = None) -> datetime:
     return at or datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -84,7 +99,9 @@ def memory_runtime(
     replies: RecordingReplySender | None = None,
     store: MemoryBlobStore | None = None,
     seed: int = 7,
+    fake_time: FakeTime | None = None,
 ) -> Runtime:
+    ticks = fake_time or FakeTime()
     return Runtime(
         store=store or MemoryBlobStore(),
         registry=StaticRegistry(registry),
@@ -92,4 +109,7 @@ def memory_runtime(
         replies=replies or RecordingReplySender(),
         router=Router(random.Random(seed)),
         clock=fixed_clock,
+        monotonic=ticks.monotonic,
+        sleep=ticks.sleep,
+        rng=random.Random(seed),
     )

@@ -13,11 +13,15 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+import math
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import suppress
-from datetime import timedelta
+from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from azure.functions import meta
@@ -40,6 +44,8 @@ from shared.structured_logging import key_values, without_none
 log = logging.getLogger("devhost.host")
 
 MAX_BACKOFF_S = 30.0
+_MAX_JSON_DEPTH = 100
+_MAX_REPR = 256 * 1024
 
 
 class ServiceBusQueueListener:
@@ -304,17 +310,79 @@ def delivery_count(message: ServiceBusReceivedMessage) -> int | None:
 
 
 def body_bytes(message: ServiceBusReceivedMessage) -> bytes:
-    """The body as bytes: data sections joined; a value or sequence body as JSON text."""
-    body = message.body
-    if message.body_type == AmqpMessageBodyType.DATA:
-        if isinstance(body, bytes | bytearray):
+    """The body as the Functions host hands it to a Python function, for every body section the
+    SDK can send; never raises, so no message is dead-lettered for its body's shape alone.
+
+    - data sections: their bytes, joined;
+    - an AMQP value that is binary or a string (the SDK gives both as bytes): those bytes;
+    - any other value (null, bool, numbers, uuid, timestamp, list, map, ...) and amqp-sequence
+      sections: JSON text, as the host's JSON conversion of the value (non-.NET senders, e.g.
+      JMS/Qpid, put their payload there: Azure/azure-sdk-for-net#6912). Map keys become strings;
+      binary (and AMQP strings and symbols, which the SDK decodes to bytes) becomes text when it is
+      UTF-8, else base64 as .NET writes a byte[]; one sequence section is its list, several a list
+      of lists; a non-finite number becomes its name as a string;
+    - anything that still cannot be written: the value's repr, so the function can reject it
+      (`invalid_json`) and log why.
+    """
+    try:
+        body = message.body
+        if message.body_type == AmqpMessageBodyType.DATA:
+            if isinstance(body, bytes | bytearray | memoryview):
+                return bytes(body)
+            return b"".join(bytes(part) for part in body)
+        if isinstance(body, bytes | bytearray | memoryview):
             return bytes(body)
-        return b"".join(bytes(part) for part in body)
-    if isinstance(body, bytes | bytearray):
-        return bytes(body)
-    if isinstance(body, str):
-        return body.encode("utf-8")
-    return json.dumps(body, default=_jsonable).encode("utf-8")
+        if isinstance(body, str):
+            return body.encode("utf-8", "surrogatepass")
+        if message.body_type == AmqpMessageBodyType.SEQUENCE:
+            sections = [json_value(section) for section in body]
+            body = sections[0] if len(sections) == 1 else sections
+        return json.dumps(json_value(body), allow_nan=False).encode("utf-8")
+    except Exception:  # whatever the value, the function gets bytes
+        return _repr_bytes(message)
+
+
+def json_value(value: Any, depth: int = 0) -> Any:
+    """An AMQP value decoded by the SDK as plain JSON data (str keys, no bytes, finite numbers)."""
+    if depth > _MAX_JSON_DEPTH:
+        raise ValueError("the value is nested too deeply")
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return _binary_text(bytes(value))
+    if isinstance(value, Mapping):
+        return {_json_key(k): json_value(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID | Decimal):
+        return str(value)
+    if isinstance(value, Iterable):
+        return [json_value(item, depth + 1) for item in value]
+    return str(value)
+
+
+def _json_key(key: Any) -> str:
+    if isinstance(key, bytes | bytearray | memoryview):
+        return _binary_text(bytes(key))
+    if key is None or isinstance(key, bool):
+        return json.dumps(key)
+    return str(key)
+
+
+def _binary_text(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return base64.b64encode(raw).decode("ascii")
+
+
+def _repr_bytes(message: ServiceBusReceivedMessage) -> bytes:
+    try:
+        return repr(message.body)[:_MAX_REPR].encode("utf-8", "backslashreplace")
+    except Exception:  # a repr that fails too: an empty body, still no dead letter
+        return b""
 
 
 def decode_properties(raw: Mapping[Any, Any] | None) -> dict[str, Any]:

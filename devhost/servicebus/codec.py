@@ -2,7 +2,9 @@
 
 Messages are stored as the bytes the sender encoded, so every field the SDK exposes round-trips
 untouched; only the header's delivery count and the broker-owned annotations are rewritten when a
-message is handed out.
+message is handed out. The body sections are never decoded: the broker has no use for them, and
+proton cannot turn every AMQP value into Python (a map keyed by binary gives unhashable
+memoryview keys), while Service Bus carries any of them.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ _APP_PROPERTIES_SECTION = 0x74
 _PROPERTIES_SECTION = 0x73
 _ANNOTATIONS_SECTION = 0x72
 _SECTION_CODES = range(0x70, 0x79)
+# data, amqp-sequence, amqp-value, footer: what follows the properties, which the broker only copies
+_BODY_SECTIONS = frozenset({0x75, 0x76, 0x77, 0x78})
 
 _HEADER_PREFIX = b"\x00\x53\x70"
 
@@ -135,11 +139,11 @@ class BrokerStamp:
 
 
 def _decoded(raw: bytes) -> Message:
+    """The message's header, annotations and properties; its body is left out (see above)."""
     message = Message()
-    message.decode(raw)
-    if isinstance(message.body, memoryview):
-        # proton's view points into the buffer that encode() rewrites; own the bytes first.
-        message.body = bytes(message.body)
+    message.decode(
+        b"".join(part for code, part in _section_bytes(raw) if code not in _BODY_SECTIONS)
+    )
     return message
 
 
@@ -178,15 +182,29 @@ def stamp(raw: bytes, facts: BrokerStamp) -> bytes:
 
 
 def _section_bytes(raw: bytes) -> list[tuple[int, bytes]]:
+    """Each section's descriptor code and encoded bytes, without converting its value."""
     out: list[tuple[int, bytes]] = []
     offset = 0
     while offset < len(raw):
         data = Data()
         used = data.decode(raw[offset:])
-        section = data.get_object()
-        out.append((int(section.descriptor), raw[offset : offset + used]))
+        if used <= 0:
+            raise ValueError("truncated AMQP message")
+        out.append((_descriptor_code(data), raw[offset : offset + used]))
         offset += used
     return out
+
+
+def _descriptor_code(data: Data) -> int:
+    """The numeric descriptor of the described value `data` holds (-1 when it has none)."""
+    data.rewind()
+    if data.next() != Data.DESCRIBED:
+        return -1
+    data.enter()
+    data.next()
+    descriptor = data.get_object()
+    data.exit()
+    return int(descriptor) if isinstance(descriptor, int) else -1
 
 
 def _encode_section(code: int, value: Any) -> bytes:

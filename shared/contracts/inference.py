@@ -3,6 +3,12 @@
 docs/contracts.md is the prose version of this module; keep the two in step. Validation errors are
 turned into one readable line per problem (`messages[0].role: Input should be ...`) that names the
 field and never repeats the submitted value (it may be personal data).
+
+Text must be Unicode that UTF-8 can encode. JSON allows `\\ud83d` (half of a surrogate pair) and
+`json.loads` turns it into a lone surrogate that no SDK, HTTP client or blob name can encode
+("surrogates not allowed"; e.g. Aider-AI/aider#3693). Such a request can never succeed anywhere, so
+every string of the body, keys included, is checked before anything else reads it and the request
+is rejected `invalid_request`, naming the field, not the text.
 """
 
 from __future__ import annotations
@@ -11,9 +17,9 @@ import json
 import re
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 REQUEST_TYPE: Final = "inference.request"
 RESULT_TYPE: Final = "inference.result"
@@ -64,9 +70,36 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def unencodable_position(text: str) -> int | None:
+    """The index of the first character UTF-8 cannot encode (a surrogate), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
+
+
+def _encodable(text: str) -> str:
+    position = unencodable_position(text)
+    if position is not None:
+        raise ValueError(_surrogate_problem(position))
+    return text
+
+
+def _surrogate_problem(position: int) -> str:
+    return (
+        f"contains a lone UTF-16 surrogate (U+D800-U+DFFF) at character {position}, "
+        "which is not Unicode text and cannot be encoded as UTF-8"
+    )
+
+
+# Text that reaches an SDK or a blob: a model built in code (not parsed) is held to it too.
+Text = Annotated[str, AfterValidator(_encodable)]
+
+
 class ChatMessage(_Strict):
     role: Literal["system", "user", "assistant"]
-    content: str
+    content: Text
 
 
 class InferenceParameters(_Strict):
@@ -75,7 +108,7 @@ class InferenceParameters(_Strict):
     top_p: float | None = Field(default=None, ge=0, le=1)
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
-    stop: list[str] | None = Field(default=None, min_length=1, max_length=4)
+    stop: list[Text] | None = Field(default=None, min_length=1, max_length=4)
     seed: int | None = None
 
     def given(self) -> dict[str, Any]:
@@ -101,23 +134,48 @@ class TokenUsage(_Strict):
     total_tokens: int = Field(ge=0)
 
 
+class FailureReason:
+    """Why a request that was admitted ended without an answer (`failure.reason`)."""
+
+    DEADLINE_EXCEEDED: Final = "deadline_exceeded"
+    ATTEMPTS_EXHAUSTED: Final = "attempts_exhausted"
+
+
+class Failure(_Strict):
+    """What a `failed` result says: why, after how many attempts, since when (never the prompt)."""
+
+    reason: str
+    detail: str
+    attempts: int = Field(ge=0, description="model calls made, over every delivery")
+    reschedules: int = Field(ge=0, description="times the request was put back on the queue")
+    first_enqueued_at: datetime | None = None
+
+
 class InferenceResult(_Strict):
     """`inference.result` v1: written to `results/<tenant_id>/<request_id>.json` and sent to
-    `reply_to` (correlation id = request id)."""
+    `reply_to` (correlation id = request id).
+
+    `status` is `succeeded` (then `deployment`, `message`, `usage` are set) or `failed` (the
+    models could not serve it before the tenant's deadline; `failure` says why). A reply too large
+    for the queue carries `truncated: true`, no `message`, and `result_blob`, where the whole result
+    is kept."""
 
     type: Literal["inference.result"] = RESULT_TYPE
     version: Literal[1] = CONTRACT_VERSION
     tenant_id: str
     request_id: str
-    status: Literal["succeeded"] = "succeeded"
-    deployment: str
+    status: Literal["succeeded", "failed"] = "succeeded"
+    deployment: str | None
     model: str | None
-    message: ChatMessage
+    message: ChatMessage | None
     finish_reason: str | None
     usage: TokenUsage
     latency_ms: int
     completed_at: datetime
     feature: str | None = None
+    failure: Failure | None = None
+    truncated: bool = False
+    result_blob: str | None = None
 
 
 class RejectionRecord(_Strict):
@@ -133,6 +191,11 @@ class RejectionRecord(_Strict):
     message_id: str
     delivery_count: int | None
     rejected_at: datetime
+    error_code: str | None = Field(
+        default=None,
+        description="model_rejected_request: the service's error code (e.g. content_filter, "
+        "context_length_exceeded), never its message or the prompt",
+    )
 
 
 class UsageRecord(_Strict):
@@ -185,6 +248,10 @@ def parse_inference_request(
         detail = f"the body is not valid UTF-8 JSON ({type(exc).__name__} at position "
         detail += f"{getattr(exc, 'pos', getattr(exc, 'start', '?'))})"
         raise ContractError(RejectionReason.INVALID_JSON, detail) from None
+    except RecursionError:  # json.loads recurses once per nesting level
+        raise ContractError(
+            RejectionReason.INVALID_JSON, "the body is nested too deeply to be read"
+        ) from None
     if not isinstance(document, dict):
         raise ContractError(
             RejectionReason.INVALID_JSON,
@@ -194,6 +261,9 @@ def parse_inference_request(
         "tenant_id": _well_formed(document.get("tenant_id"), TENANT_ID_PATTERN),
         "request_id": _well_formed(document.get("request_id"), REQUEST_ID_PATTERN),
     }
+    problems = unencodable_text(document)
+    if problems:
+        raise ContractError(RejectionReason.INVALID_REQUEST, "; ".join(problems), **ids)
     props = application_properties or {}
     for name, expected, reason in (
         ("type", REQUEST_TYPE, RejectionReason.UNSUPPORTED_TYPE),
@@ -209,6 +279,41 @@ def parse_inference_request(
         raise ContractError(
             RejectionReason.INVALID_REQUEST, format_validation_error(exc), **ids
         ) from None
+
+
+def unencodable_text(document: object, *, limit: int = 8) -> list[str]:
+    """`path: problem` for each string (value or key) of a decoded JSON document that UTF-8
+    cannot encode, in document order, at most `limit` (then a count of the rest).
+
+    Paths read as in validation errors (`messages[0].content`, `parameters.stop[1]`); a bad key
+    is reported at its object (`parameters: a field name ...`), as the key itself is not text a
+    reader could be shown. Never repeats the text.
+    """
+    problems: list[str] = []
+    stack: list[tuple[str, object]] = [("", document)]
+    while stack:
+        path, value = stack.pop()
+        children: list[tuple[str, object]] = []
+        if isinstance(value, str):
+            position = unencodable_position(value)
+            if position is not None:
+                problems.append(f"{path or 'body'}: {_surrogate_problem(position)}")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                name = str(key)
+                if unencodable_position(name) is not None:
+                    problems.append(
+                        f"{path or 'body'}: a field name contains a lone UTF-16 surrogate "
+                        "and cannot be encoded as UTF-8"
+                    )
+                    continue
+                children.append((f"{path}.{name}" if path else name, item))
+        elif isinstance(value, list):
+            children = [(f"{path}[{index}]", item) for index, item in enumerate(value)]
+        stack.extend(reversed(children))
+    if len(problems) > limit:
+        problems = [*problems[:limit], f"and {len(problems) - limit} more such fields"]
+    return problems
 
 
 def _well_formed(value: object, pattern: str) -> str | None:

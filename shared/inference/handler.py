@@ -1,16 +1,23 @@
 """Handles one `inference.request` message, from the queue to a result, usage line and reply.
 
 The outcome decides what the host does with the message:
-- returns COMPLETED / DUPLICATE / REJECTED: the host completes it (a rejection is recorded in
-  `rejected/` first: invalid JSON, a broken contract, an unknown tenant, no usable deployment,
-  a reply_to the tenant may not use, a request the model refuses as invalid);
-- raises (a transient model failure, storage or registry unavailable, a configuration error):
-  the host abandons it and it is redelivered, up to the queue's max delivery count, after which
-  Service Bus dead-letters it.
+- returns COMPLETED / DUPLICATE / REJECTED / RESCHEDULED / FAILED: the host completes it.
+  REJECTED: a rejection is recorded in `rejected/` first (invalid JSON, a broken contract, an
+  unknown tenant, no usable deployment, a reply_to the tenant may not use, a request the model
+  refuses as invalid, with the service's error code). RESCHEDULED: no deployment (or the tenant's
+  quota) has room now; a copy is scheduled on the queue for when one has
+  (`shared.resilience.reschedule`). FAILED: the tenant's deadline passed while rescheduling; a
+  `failed` result with the reason is stored and sent.
+- raises only for what a later delivery can fix: a configuration error (401/403/404), storage or
+  the registry unavailable, a reply or reschedule send that failed transiently. The host abandons
+  the message and Service Bus redelivers it (and dead-letters it after MaxDeliveryCount).
 
 Idempotent by request id: a result already in `results/` is never recomputed; only its reply is
-sent again if it was not sent before. Steps, in order: model call, usage line (so every real call
-is metered, even one whose result write fails), result (If-None-Match), reply.
+sent again if it was not sent before. Steps, in order: model call (through the resilient client:
+retries, breakers, failover, quotas), usage line (so every real call is metered, even one whose
+result write fails), result (If-None-Match), reply. A reply the queue can never take (larger than
+its message size limit) is replaced by a compact one that points to the result blob; a reply queue
+that does not exist is logged and marked, never retried forever.
 """
 
 from __future__ import annotations
@@ -21,9 +28,13 @@ import time
 from enum import StrEnum
 from typing import Any
 
+from azure.servicebus.exceptions import MessageSizeExceededError, MessagingEntityNotFoundError
+
 from shared import contracts
 from shared.contracts import (
     ContractError,
+    Failure,
+    FailureReason,
     InferenceRequest,
     InferenceResult,
     RejectionReason,
@@ -31,23 +42,29 @@ from shared.contracts import (
     TokenUsage,
     UsageRecord,
 )
-from shared.inference.model_clients import Completion
-from shared.inference.model_errors import ModelCallError, ModelRequestRejected, is_transient
+from shared.inference.model_errors import ModelConfigurationError, ModelRequestRejected
 from shared.inference.replies import Reply
-from shared.inference.results import StoredResult
+from shared.inference.results import StoredResult, result_blob_name
 from shared.messages import InboundMessage
+from shared.resilience.client import ResilientCompletion, TryLater
+from shared.resilience.reschedule import History, history_of, plan
 from shared.runtime import Runtime, get_runtime
+from shared.storage import names
 from shared.structured_logging import key_values, without_none
-from shared.tenancy.registry import Deployment, Registry, Tenant
+from shared.tenancy.registry import Registry, Tenant
 from shared.tenancy.routing import IsolationViolation, RoutingError
 
 log = logging.getLogger(__name__)
+
+REPLY_UNDELIVERABLE = "reply_undeliverable"
 
 
 class Outcome(StrEnum):
     COMPLETED = "completed"
     DUPLICATE = "duplicate"
     REJECTED = "rejected"
+    RESCHEDULED = "rescheduled"
+    FAILED = "failed"
 
 
 async def handle_inference_request(
@@ -67,6 +84,7 @@ class _Rejected(Exception):
         tenant: Tenant | None,
         tenant_id: str | None,
         request_id: str | None,
+        error_code: str | None = None,
     ) -> None:
         super().__init__(detail)
         self.reason = reason
@@ -74,6 +92,7 @@ class _Rejected(Exception):
         self.tenant = tenant
         self.tenant_id = tenant_id
         self.request_id = request_id
+        self.error_code = error_code
 
 
 class InferenceHandler:
@@ -98,11 +117,44 @@ class InferenceHandler:
             self._log(logging.INFO, "inference.duplicate", message, replied=replied, **fields)
             return Outcome.DUPLICATE
 
-        candidates = self._route(message, registry, tenant, request)
-        # The resilience layer fails over along `candidates`; without it, the primary serves.
-        primary = candidates[0]
-        fields["deployment"] = primary.name
-        completion, latency_ms = await self._call(message, primary, tenant, request, fields)
+        history = history_of(
+            message.application_properties, message.enqueued_time, self._rt.clock()
+        )
+        started = time.perf_counter()
+        try:
+            served = await self._call(message, registry, tenant, request)
+        except TryLater as later:
+            return await self._reschedule(message, request, history, later, fields)
+        latency_ms = round((time.perf_counter() - started) * 1000)
+        fields["deployment"] = served.deployment.name
+        stored = await self._store(request, tenant, served, latency_ms)
+        replied = await self._reply_if_due(message, request, stored)
+        self._log(
+            logging.INFO,
+            "inference.completed",
+            message,
+            latency_ms=latency_ms,
+            prompt_tokens=served.completion.prompt_tokens,
+            completion_tokens=served.completion.completion_tokens,
+            attempts=served.attempts,
+            retries=served.attempts - 1,
+            failovers=served.failovers,
+            throttled=served.throttled,
+            reschedules=history.reschedules,
+            replied=replied,
+            **fields,
+        )
+        return Outcome.COMPLETED
+
+    async def _store(
+        self,
+        request: InferenceRequest,
+        tenant: Tenant,
+        served: ResilientCompletion,
+        latency_ms: int,
+    ) -> StoredResult:
+        """The usage line, then the result (the one stored first, if another instance won)."""
+        completion, deployment = served.completion, served.deployment
         now = self._rt.clock()
         tokens = TokenUsage(
             prompt_tokens=completion.prompt_tokens,
@@ -113,8 +165,8 @@ class InferenceHandler:
             UsageRecord(
                 tenant_id=tenant.id,
                 request_id=request.request_id,
-                deployment=primary.name,
-                kind=primary.kind.value,
+                deployment=deployment.name,
+                kind=deployment.kind.value,
                 model=completion.model,
                 feature=request.feature,
                 prompt_tokens=tokens.prompt_tokens,
@@ -124,11 +176,11 @@ class InferenceHandler:
                 at=now,
             )
         )
-        stored = await self._rt.results.save(
+        return await self._rt.results.save(
             InferenceResult(
                 tenant_id=tenant.id,
                 request_id=request.request_id,
-                deployment=primary.name,
+                deployment=deployment.name,
                 model=completion.model,
                 message=contracts.ChatMessage(role="assistant", content=completion.content),
                 finish_reason=completion.finish_reason,
@@ -138,25 +190,20 @@ class InferenceHandler:
                 feature=request.feature,
             )
         )
-        replied = await self._reply_if_due(message, request, stored)
-        self._log(
-            logging.INFO,
-            "inference.completed",
-            message,
-            latency_ms=latency_ms,
-            prompt_tokens=tokens.prompt_tokens,
-            completion_tokens=tokens.completion_tokens,
-            fallbacks=len(candidates) - 1,
-            replied=replied,
-            **fields,
-        )
-        return Outcome.COMPLETED
 
-    def _route(
-        self, message: InboundMessage, registry: Registry, tenant: Tenant, request: InferenceRequest
-    ) -> list[Deployment]:
+    async def _call(
+        self,
+        message: InboundMessage,
+        registry: Registry,
+        tenant: Tenant,
+        request: InferenceRequest,
+    ) -> ResilientCompletion:
+        """The completion through the resilient client; a request that no deployment may serve
+        or that the model refuses is rejected; TryLater and configuration errors propagate."""
         try:
-            return self._rt.router.candidates(registry, tenant)
+            return await self._rt.resilient.complete_for(
+                registry, tenant, request.messages, request.parameters
+            )
         except RoutingError as exc:
             raise _Rejected(
                 exc.reason,
@@ -174,43 +221,134 @@ class InferenceHandler:
                 request_id=request.request_id,
             )
             raise
-
-    async def _call(
-        self,
-        message: InboundMessage,
-        deployment: Deployment,
-        tenant: Tenant,
-        request: InferenceRequest,
-        fields: dict[str, Any],
-    ) -> tuple[Completion, int]:
-        """The completion and its latency in ms; a request the model refuses is rejected, any
-        other failure is logged and raised."""
-        started = time.perf_counter()
-        try:
-            completion = await self._rt.models.complete(
-                deployment, request.messages, request.parameters, tenant_id=tenant.id
+        except ModelConfigurationError as exc:
+            self._log(
+                logging.ERROR,
+                "inference.model_failed",
+                message,
+                tenant_id=tenant.id,
+                request_id=request.request_id,
+                deployment=exc.deployment,
+                error_type=type(exc).__name__,
+                status_code=exc.status_code,
             )
+            raise
         except ModelRequestRejected as exc:
+            code = exc.error_code
             raise _Rejected(
                 RejectionReason.MODEL_REJECTED_REQUEST,
-                f"deployment {deployment.name!r} refused the request (HTTP {exc.status_code})",
+                f"deployment {exc.deployment!r} refused the request (HTTP {exc.status_code}"
+                + (f", {code})" if code else ")"),
                 tenant=tenant,
                 tenant_id=tenant.id,
                 request_id=request.request_id,
+                error_code=code,
             ) from None
-        except ModelCallError as exc:
-            self._log(
-                logging.WARNING,
-                "inference.model_failed",
-                message,
-                transient=is_transient(exc),
-                error_type=type(exc).__name__,
-                status_code=exc.status_code,
-                retry_after_s=exc.retry_after_s,
-                **fields,
+
+    async def _reschedule(
+        self,
+        message: InboundMessage,
+        request: InferenceRequest,
+        history: History,
+        later: TryLater,
+        fields: dict[str, Any],
+    ) -> Outcome:
+        now = self._rt.clock()
+        step = plan(
+            tenant_id=request.tenant_id,
+            request_id=request.request_id,
+            properties=message.application_properties,
+            history=history,
+            attempts_now=later.attempts,
+            delay_s=later.retry_after_s,
+            reason=later.reason,
+            now=now,
+            policy=self._rt.reschedule_policy,
+            rng=self._rt.rng,
+        )
+        if step.give_up:
+            return await self._fail(message, request, history, later, fields)
+        await self._rt.replies.send(
+            Reply(
+                queue=names.INFERENCE_REQUESTS,
+                body=message.body,
+                correlation_id=message.correlation_id or request.request_id,
+                message_id=step.message_id,
+                reply_to=message.reply_to,
+                reply_to_session_id=message.reply_to_session_id,
+                subject=contracts.REQUEST_TYPE,
+                application_properties=step.properties,
+                scheduled_enqueue_time_utc=step.at,
             )
-            raise
-        return completion, round((time.perf_counter() - started) * 1000)
+        )
+        self._log(
+            logging.INFO,
+            "inference.rescheduled",
+            message,
+            reason=later.reason,
+            retry_after_s=round(later.retry_after_s, 3),
+            scheduled_for=step.at.isoformat(),
+            reschedules=history.reschedules + 1,
+            attempts=later.attempts,
+            throttled=later.throttled,
+            **fields,
+        )
+        return Outcome.RESCHEDULED
+
+    async def _fail(
+        self,
+        message: InboundMessage,
+        request: InferenceRequest,
+        history: History,
+        later: TryLater,
+        fields: dict[str, Any],
+    ) -> Outcome:
+        now = self._rt.clock()
+        policy = self._rt.reschedule_policy
+        attempts = history.model_attempts + later.attempts
+        if history.reschedules + 1 > policy.max_reschedules:
+            reason = FailureReason.ATTEMPTS_EXHAUSTED
+            detail = f"not served after {history.reschedules} reschedules ({later.reason})"
+        else:
+            reason = FailureReason.DEADLINE_EXCEEDED
+            detail = (
+                f"not served within {policy.deadline_s:g}s of the first enqueue ({later.reason})"
+            )
+        stored = await self._rt.results.save(
+            InferenceResult(
+                tenant_id=request.tenant_id,
+                request_id=request.request_id,
+                status="failed",
+                deployment=None,
+                model=None,
+                message=None,
+                finish_reason=None,
+                usage=TokenUsage(prompt_tokens=0, completion_tokens=0, total_tokens=0),
+                latency_ms=round((now - history.first_enqueued_at).total_seconds() * 1000),
+                completed_at=now,
+                feature=request.feature,
+                failure=Failure(
+                    reason=reason,
+                    detail=detail,
+                    attempts=attempts,
+                    reschedules=history.reschedules,
+                    first_enqueued_at=history.first_enqueued_at,
+                ),
+            )
+        )
+        replied = await self._reply_if_due(message, request, stored)
+        self._log(
+            logging.WARNING,
+            "inference.failed",
+            message,
+            reason=reason,
+            detail=detail,
+            attempts=attempts,
+            reschedules=history.reschedules,
+            replied=replied,
+            **fields,
+        )
+        return Outcome.FAILED
 
     def _admit(
         self, message: InboundMessage, registry: Registry
@@ -251,21 +389,49 @@ class InferenceHandler:
     async def _reply_if_due(
         self, message: InboundMessage, request: InferenceRequest, stored: StoredResult
     ) -> bool:
+        """Send the stored result to reply_to unless it was sent (or found undeliverable)."""
         if message.reply_to is None or stored.reply_sent:
             return False
-        await self._rt.replies.send(
-            Reply(
-                queue=message.reply_to,
-                body=stored.body,
-                correlation_id=request.request_id,
-                message_id=request.request_id,
-                session_id=message.reply_to_session_id,
-                subject=contracts.RESULT_TYPE,
-                application_properties=_reply_properties(
-                    contracts.RESULT_TYPE, request.tenant_id, request.request_id
-                ),
-            )
+        reply = Reply(
+            queue=message.reply_to,
+            body=stored.body,
+            correlation_id=request.request_id,
+            message_id=request.request_id,
+            session_id=message.reply_to_session_id,
+            subject=contracts.RESULT_TYPE,
+            application_properties=_reply_properties(
+                contracts.RESULT_TYPE, request.tenant_id, request.request_id
+            ),
         )
+        try:
+            await self._rt.replies.send(reply)
+        except MessageSizeExceededError:
+            # Permanent: the same bytes never fit. Send the result without its message, pointing
+            # to the blob that holds all of it.
+            await self._rt.replies.send(_compact(reply, stored.body))
+            self._log(
+                logging.WARNING,
+                "inference.reply_truncated",
+                message,
+                tenant_id=request.tenant_id,
+                request_id=request.request_id,
+                size=len(stored.body),
+            )
+        except MessagingEntityNotFoundError:
+            # Permanent until an operator creates the queue: keep the result, say so, move on.
+            await self._rt.results.mark_reply_sent(
+                request.tenant_id, request.request_id, self._rt.clock(), note=REPLY_UNDELIVERABLE
+            )
+            self._log(
+                logging.ERROR,
+                "inference.reply_undeliverable",
+                message,
+                tenant_id=request.tenant_id,
+                request_id=request.request_id,
+                reason="reply queue not found",
+                queue=message.reply_to[:64],
+            )
+            return False
         await self._rt.results.mark_reply_sent(
             request.tenant_id, request.request_id, self._rt.clock()
         )
@@ -276,6 +442,7 @@ class InferenceHandler:
         record = RejectionRecord(
             reason=rejection.reason,
             detail=rejection.detail,
+            error_code=rejection.error_code,
             tenant_id=rejection.tenant_id,
             request_id=rejection.request_id,
             message_id=message.message_id,
@@ -291,20 +458,23 @@ class InferenceHandler:
         if tenant is not None and message.reply_to in tenant.reply_queues:
             body = record.model_dump_json().encode("utf-8")
             digest = hashlib.sha256(message.message_id.encode("utf-8")).hexdigest()[:40]
-            await self._rt.replies.send(
-                Reply(
-                    queue=message.reply_to,
-                    body=body,
-                    correlation_id=rejection.request_id or message.message_id,
-                    message_id=f"rejected-{digest}",
-                    session_id=message.reply_to_session_id,
-                    subject=contracts.REJECTED_TYPE,
-                    application_properties=_reply_properties(
-                        contracts.REJECTED_TYPE, tenant.id, rejection.request_id
-                    ),
+            try:
+                await self._rt.replies.send(
+                    Reply(
+                        queue=message.reply_to,
+                        body=body,
+                        correlation_id=rejection.request_id or message.message_id,
+                        message_id=f"rejected-{digest}",
+                        session_id=message.reply_to_session_id,
+                        subject=contracts.REJECTED_TYPE,
+                        application_properties=_reply_properties(
+                            contracts.REJECTED_TYPE, tenant.id, rejection.request_id
+                        ),
+                    )
                 )
-            )
-            replied = True
+                replied = True
+            except MessagingEntityNotFoundError:
+                replied = False  # the record is kept; the log line below says it was not sent
         self._log(
             logging.WARNING,
             "inference.rejected",
@@ -312,6 +482,7 @@ class InferenceHandler:
             tenant_id=rejection.tenant_id,
             request_id=rejection.request_id,
             reason=rejection.reason,
+            error_code=rejection.error_code,
             detail=rejection.detail,
             rejection_blob=blob,
             replied=replied,
@@ -329,6 +500,28 @@ class InferenceHandler:
             **fields,
         )
         log.log(level, key_values(extra), extra=extra)
+
+
+def _compact(reply: Reply, body: bytes) -> Reply:
+    """The reply without the answer's text: `truncated`, and where the whole result is."""
+    result = InferenceResult.model_validate_json(body)
+    small = result.model_copy(
+        update={
+            "message": None,
+            "truncated": True,
+            "result_blob": f"{names.RESULTS_CONTAINER}/"
+            + result_blob_name(result.tenant_id, result.request_id),
+        }
+    )
+    return Reply(
+        queue=reply.queue,
+        body=small.model_dump_json().encode("utf-8"),
+        correlation_id=reply.correlation_id,
+        message_id=reply.message_id,
+        session_id=reply.session_id,
+        subject=reply.subject,
+        application_properties=reply.application_properties,
+    )
 
 
 def _reply_properties(kind: str, tenant_id: str, request_id: str | None) -> dict[str, str | int]:

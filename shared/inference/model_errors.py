@@ -3,13 +3,21 @@
 The adapters translate `openai` and `azure-core` exceptions into these, so one predicate
 (`is_transient`) decides between "try again later" (the message is abandoned and redelivered, or
 the resilience layer retries) and "this request cannot succeed" (the message is rejected).
+
+Each error carries what the service said about itself and nothing of the request: the status, the
+retry hint (`retry_after_seconds`), the service's request id and its error code
+(`service_error_code`: `content_filter`, `context_length_exceeded`, ...), so that two refusals a
+tenant must handle differently can be told apart without the message text or the prompt.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Final
 
 
 class ModelCallError(Exception):
@@ -23,12 +31,15 @@ class ModelCallError(Exception):
         status_code: int | None = None,
         retry_after_s: float | None = None,
         service_request_id: str | None = None,
+        error_code: str | None = None,
     ) -> None:
         super().__init__(message)
         self.deployment = deployment
         self.status_code = status_code
         self.retry_after_s = retry_after_s
         self.service_request_id = service_request_id
+        # The service's machine-readable code (`content_filter`, ...); see service_error_code.
+        self.error_code = error_code
 
 
 class TransientModelError(ModelCallError):
@@ -75,8 +86,10 @@ def error_for_status(
     deployment: str,
     headers: Mapping[str, str],
     now: datetime | None = None,
+    error_code: str | None = None,
 ) -> ModelCallError:
-    """The error type for an HTTP status, with the service's retry hint and request id."""
+    """The error type for an HTTP status, with the service's retry hint, request id and error
+    code (the adapters read it from the error body with `service_error_code`)."""
     kind: type[ModelCallError]
     if status_code == 429:
         kind = ModelRateLimited
@@ -86,40 +99,113 @@ def error_for_status(
         kind = ModelRequestRejected
     else:
         kind = ModelConfigurationError
+    suffix = f" ({error_code})" if error_code else ""
     return kind(
-        f"deployment {deployment!r} answered HTTP {status_code}",
+        f"deployment {deployment!r} answered HTTP {status_code}{suffix}",
         deployment=deployment,
         status_code=status_code,
         retry_after_s=retry_after_seconds(headers, now=now),
         service_request_id=_header(headers, "apim-request-id") or _header(headers, "x-request-id"),
+        error_code=error_code,
     )
 
 
+# The retry hints, in the order they are read; the first present and readable one wins.
+# azure-core's RetryPolicy (azure/core/pipeline/policies/_utils.py, get_retry_after) reads these
+# three (Azure/azure-sdk-for-python#9092); openai-python (_base_client._parse_retry_after_header)
+# reads `retry-after-ms` before `retry-after`. The millisecond headers come first here, as in
+# openai-python: they are the precise value that Azure OpenAI rounds up into `retry-after`.
+RETRY_AFTER_MS_HEADERS: Final = ("retry-after-ms", "x-ms-retry-after-ms")
+RETRY_AFTER_HEADER: Final = "retry-after"
+
+
 def retry_after_seconds(headers: Mapping[str, str], *, now: datetime | None = None) -> float | None:
-    """`retry-after-ms`, else `retry-after` (seconds or an HTTP date); None when absent or bad."""
-    millis = _header(headers, "retry-after-ms")
-    if millis is not None:
-        try:
-            value = float(millis) / 1000.0
-        except ValueError:
-            value = -1.0
-        if value >= 0:
-            return value
-    text = _header(headers, "retry-after")
+    """The service's retry hint in seconds: `retry-after-ms`, then `x-ms-retry-after-ms`, then
+    `retry-after` (seconds or an HTTP date, in the past read as 0). Header names are matched
+    without regard to case; a hint that is absent, unreadable, negative or not finite is skipped.
+    None when no header gives one."""
+    for name in RETRY_AFTER_MS_HEADERS:
+        millis = _number(_header(headers, name))
+        if millis is not None:
+            return millis / 1000.0
+    text = _header(headers, RETRY_AFTER_HEADER)
+    if text is None:
+        return None
+    seconds = _number(text)
+    if seconds is not None:
+        return seconds
+    return _seconds_until(text, now or datetime.now(UTC))
+
+
+def _number(text: str | None) -> float | None:
+    """A non-negative finite number, or None."""
     if text is None:
         return None
     try:
-        seconds = float(text)
+        value = float(text)
     except ValueError:
-        try:
-            when = parsedate_to_datetime(text)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - (now or datetime.now(UTC))).total_seconds()
-        return max(seconds, 0.0)
-    return seconds if seconds >= 0 else None
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def _seconds_until(http_date: str, now: datetime) -> float | None:
+    try:
+        when = parsedate_to_datetime(http_date.strip())
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - now).total_seconds(), 0.0)
+
+
+_CODE: Final = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
+# Codes that say only "the request was bad"; a more specific inner code is preferred to them.
+_GENERIC_CODES: Final = frozenset(
+    {
+        "badrequest",
+        "error",
+        "invalidargument",
+        "invalidinput",
+        "invalidpayload",
+        "invalidrequest",
+        "invalidrequesterror",
+        "unknown",
+        "usererror",
+    }
+)
+_MAX_INNER_DEPTH: Final = 8
+
+
+def service_error_code(body: object) -> str | None:
+    """The service's error code from an error body, or None.
+
+    Reads `{"error": {"code": ..., "innererror": {"code": ...}}}` (Azure OpenAI, Azure AI model
+    inference; the Microsoft REST API guidelines' error shape), or the inner object alone (what
+    openai-python keeps as `APIStatusError.body`). The top code wins unless it is generic
+    (`BadRequest`, `InvalidRequest`, a number, ...); then the first specific code down the
+    `innererror` chain (`ResponsibleAIPolicyViolation`) does. Only code-shaped values count
+    (a letter, then letters, digits, `_.-`, at most 64): never the message, never the prompt.
+    """
+    error = body.get("error") if isinstance(body, Mapping) else None
+    node: object = error if isinstance(error, Mapping) else body
+    first: str | None = None
+    for _ in range(_MAX_INNER_DEPTH):
+        if not isinstance(node, Mapping):
+            break
+        code = _code(node.get("code"))
+        if code is not None and _specific(code):
+            return code
+        first = first or code
+        node = node.get("innererror")
+    return first
+
+
+def _code(value: object) -> str | None:
+    return value if isinstance(value, str) and _CODE.match(value) else None
+
+
+def _specific(code: str) -> bool:
+    return re.sub(r"[_.-]", "", code).lower() not in _GENERIC_CODES
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:

@@ -1,4 +1,5 @@
-"""Sending a reply to the queue a tenant named in `reply_to`: the port and its Service Bus adapter.
+"""Sending a reply to the queue a tenant named in `reply_to`, or a rescheduled request back to its
+own queue (with `scheduled_enqueue_time_utc`): the port and its Service Bus adapter.
 
 The adapter is built from the same settings as the trigger's connection: `ServiceBusConnection`
 (a connection string, local broker) or `ServiceBusConnection__fullyQualifiedNamespace` with the
@@ -10,7 +11,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from datetime import datetime
+from typing import Any, Protocol
 
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.servicebus import ServiceBusMessage
@@ -29,7 +31,10 @@ class Reply:
     message_id: str
     session_id: str | None = None
     subject: str | None = None
-    application_properties: Mapping[str, str | int] = field(default_factory=dict)
+    application_properties: Mapping[str, Any] = field(default_factory=dict)
+    reply_to: str | None = None
+    reply_to_session_id: str | None = None
+    scheduled_enqueue_time_utc: datetime | None = None
 
 
 class ReplySender(Protocol):
@@ -90,6 +95,9 @@ class ServiceBusReplySender:
                 session_id=reply.session_id,
                 subject=reply.subject,
                 application_properties=dict(reply.application_properties),  # type: ignore[arg-type]
+                reply_to=reply.reply_to,
+                reply_to_session_id=reply.reply_to_session_id,
+                scheduled_enqueue_time_utc=reply.scheduled_enqueue_time_utc,
             )
         )
 

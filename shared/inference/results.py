@@ -16,6 +16,7 @@ from shared.storage import names
 from shared.storage.blob_store import BlobStore
 
 REPLY_SENT_AT = "reply_sent_at"
+REPLY_NOTE = "reply_note"
 
 
 def result_blob_name(tenant_id: str, request_id: str) -> str:
@@ -51,6 +52,12 @@ class ResultStore:
             raise RuntimeError(f"result {name} vanished while being written")
         return existing
 
-    async def mark_reply_sent(self, tenant_id: str, request_id: str, at: datetime) -> None:
+    async def mark_reply_sent(
+        self, tenant_id: str, request_id: str, at: datetime, *, note: str | None = None
+    ) -> None:
+        """Record that the reply is done with: sent, or (`note`) found undeliverable for good."""
         name = result_blob_name(tenant_id, request_id)
-        await self._store.set_metadata(self._container, name, {REPLY_SENT_AT: at.isoformat()})
+        metadata = {REPLY_SENT_AT: at.isoformat()}
+        if note is not None:
+            metadata[REPLY_NOTE] = note
+        await self._store.set_metadata(self._container, name, metadata)

@@ -17,6 +17,30 @@ One JSON or YAML document (`devhost/registry.json` locally, a blob in Azure) hol
         mode: pooled
         deployments: [gpt-4o-mini-pool-a]  # optional; see Registry.allowed_for
         quota: {tokens_per_minute: 50000, requests_per_minute: 300, max_concurrent: 8}
+      - {id: contoso, mode: dedicated, fallback_to_pooled: false}  # true: pooled after its own
+      - {id: fabrikam, mode: tuned, tuned_deployment: fabrikam-ft-v1}
+
+Which deployments serve a tenant, by mode and fields (docs/contracts.md has the same table;
+`routing.Router.candidates` gives the order, tests/unit/test_routing.py tests each row):
+
+    mode       deployments  tuned_deployment  fallback_to_pooled  candidates, in order
+    pooled     -            -                 -                   every pooled deployment
+    pooled     listed       -                 -                   the listed (pooled only)
+    dedicated  -            -                 false               every deployment it owns
+    dedicated  listed       -                 false               the listed (its own only)
+    dedicated  -            -                 true                its own, then every pooled one
+    dedicated  listed       -                 true                the listed own, then listed pooled
+    tuned      -            -                 -                   every pooled deployment (not tuned
+                                                                  yet: served as a pooled tenant)
+    tuned      listed       -                 -                   the listed (pooled only)
+    tuned      -            set               -                   the tuned one, its base, then
+                                                                  every other pooled deployment
+    tuned      listed       set               -                   the tuned one, its base (both
+                                                                  listed), then the other listed
+
+Within each group: lower priority first, then spread by capacity. A deployment whose endpoint is
+not configured is skipped wherever it stands; none left is `no_usable_deployment`. A tuned tenant's
+other tuned deployments (candidates, older versions) serve nothing until promoted.
 
 Isolation is checked when the document is loaded: a tenant that lists another tenant's dedicated
 or tuned deployment makes the whole document invalid (the router checks again per request).
@@ -121,6 +145,16 @@ class Tenant(_Strict):
     reply_queues: tuple[str, ...] = Field(
         default=(names.INFERENCE_RESULTS,), description="queues its reply_to may name"
     )
+    fallback_to_pooled: bool = Field(
+        default=False,
+        description="dedicated tenants: after its own deployments, the pooled ones may serve it "
+        "(its data then reaches shared deployments; off unless its policy allows that)",
+    )
+
+    @property
+    def reaches_pooled(self) -> bool:
+        """May this tenant's data reach a pooled deployment at all?"""
+        return self.mode is not IsolationMode.DEDICATED or self.fallback_to_pooled
 
 
 class Registry(_Strict):
@@ -140,25 +174,25 @@ class Registry(_Strict):
         return self.tenant_by_id.get(tenant_id)
 
     def allowed_for(self, tenant: Tenant) -> tuple[Deployment, ...]:
-        """The deployments a tenant may reach, in document order.
+        """The deployments a tenant may reach, in document order (the table in this module's
+        docstring; `routing.Router` orders them).
 
-        Without an explicit list: a pooled tenant gets every pooled deployment; a dedicated tenant
-        every deployment it owns; a tuned tenant its tuned deployment and that one's base.
+        An explicit list is taken as it is (the loader checked it). Without one: a pooled tenant
+        gets every pooled deployment; a dedicated tenant every deployment it owns, and every
+        pooled one too when `fallback_to_pooled`; a tuned tenant its current tuned deployment
+        (if any) and every pooled deployment, its base among them.
         """
         by_name = self.deployment_by_name
         if tenant.deployments is not None:
             return tuple(by_name[n] for n in tenant.deployments if n in by_name)
-        if tenant.mode is IsolationMode.POOLED:
-            return tuple(d for d in self.deployments if d.shared)
         if tenant.mode is IsolationMode.DEDICATED:
-            return tuple(d for d in self.deployments if d.owner_tenant == tenant.id)
-        wanted: list[str] = []
-        tuned = by_name.get(tenant.tuned_deployment or "")
-        if tuned is not None:
-            wanted.append(tuned.name)
-            if tuned.base:
-                wanted.append(tuned.base)
-        return tuple(d for d in self.deployments if d.name in wanted)
+            return tuple(
+                d
+                for d in self.deployments
+                if d.owner_tenant == tenant.id or (d.shared and tenant.fallback_to_pooled)
+            )
+        tuned = tenant.tuned_deployment if tenant.mode is IsolationMode.TUNED else None
+        return tuple(d for d in self.deployments if d.shared or (tuned and d.name == tuned))
 
     @model_validator(mode="after")
     def _check_references_and_isolation(self) -> Registry:
@@ -221,12 +255,15 @@ def _tenant_problems(t: Tenant, by_name: Mapping[str, Deployment]) -> list[str]:
                 f"{at}: deployment {name!r} is a {d.mode} deployment of tenant "
                 f"{d.owner_tenant!r}; a tenant reaches only pooled deployments and its own"
             )
-        elif t.mode is IsolationMode.DEDICATED and d.shared:
+        elif d.shared and not t.reaches_pooled:
             problems.append(
-                f"{at}: deployment {name!r} is pooled; a dedicated tenant reaches only its own"
+                f"{at}: deployment {name!r} is pooled; a dedicated tenant reaches only its own "
+                "(unless fallback_to_pooled)"
             )
         elif t.mode is IsolationMode.POOLED and not d.shared:
             problems.append(f"{at}: deployment {name!r} is {d.mode}; a pooled tenant uses pooled")
+    if t.fallback_to_pooled and t.mode is not IsolationMode.DEDICATED:
+        problems.append(f"{at}: fallback_to_pooled is for dedicated tenants only")
     if t.mode is not IsolationMode.TUNED:
         if t.tuned_deployment is not None:
             problems.append(f"{at}: only tuned tenants have a tuned_deployment")

@@ -3,9 +3,13 @@
 - pooled: the tenant's pooled deployments, by priority, and within one priority spread at random
   in proportion to capacity (tokens per minute), so a 200k TPM deployment takes twice the traffic
   of a 100k one;
-- dedicated: only the deployments the tenant owns, ordered the same way;
+- dedicated: only the deployments the tenant owns, ordered the same way; then, only when its
+  registry entry sets `fallback_to_pooled`, the pooled deployments it may use, ordered the same way;
 - tuned: the tenant's current tuned deployment, then its base, then any other pooled deployment
-  the tenant may use.
+  the tenant may use (a tuned tenant not tuned yet: its pooled deployments, as a pooled tenant).
+
+What "may use" means for each shape of registry entry is the table in `shared.tenancy.registry`
+(and docs/contracts.md).
 
 The whole list is returned (primary, then fallbacks) for the resilience layer to fail over along.
 Every candidate is checked against the tenant once more here, whatever the registry says, so a
@@ -36,11 +40,10 @@ class IsolationViolation(Exception):
 
 
 def reachable(tenant: Tenant, deployment: Deployment) -> bool:
-    """May this tenant's data reach this deployment at all?"""
-    if tenant.mode is IsolationMode.DEDICATED:
-        return deployment.owner_tenant == tenant.id and not deployment.shared
+    """May this tenant's data reach this deployment at all? Its own dedicated or tuned ones, and
+    pooled ones unless it is dedicated without `fallback_to_pooled`; never another tenant's."""
     if deployment.shared:
-        return deployment.owner_tenant is None
+        return deployment.owner_tenant is None and tenant.reaches_pooled
     return deployment.owner_tenant == tenant.id
 
 
@@ -67,6 +70,10 @@ class Router:
         allowed = [d for d in registry.allowed_for(tenant) if d.usable]
         if tenant.mode is IsolationMode.TUNED:
             ordered = self._tuned_order(registry, tenant, allowed)
+        elif tenant.mode is IsolationMode.DEDICATED:
+            own = [d for d in allowed if not d.shared]
+            pooled = [d for d in allowed if d.shared]  # fallback_to_pooled (or a bad registry)
+            ordered = weighted_order(own, self._rng) + weighted_order(pooled, self._rng)
         else:
             ordered = weighted_order(allowed, self._rng)
         for d in ordered:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -21,12 +22,6 @@ from devhost.azurite import Azurite
 from devhost.models import RunningSimulator
 from shared.inference.handler import Outcome, handle_inference_request
 from shared.inference.model_clients import ModelClients
-from shared.inference.model_errors import (
-    ModelConnectionError,
-    ModelRateLimited,
-    ModelServerError,
-    ModelTimeout,
-)
 from shared.messages import InboundMessage
 from shared.runtime import Runtime
 from shared.storage import names
@@ -204,17 +199,17 @@ async def test_a_redelivered_request_is_not_sent_to_the_model_again(
     ids=["azure_openai", "ai_inference"],
 )
 @pytest.mark.parametrize(
-    ("fault", "error"),
+    "fault",
     [
-        ({"kind": "429", "retry_after_s": 3}, ModelRateLimited),
-        ({"kind": "503"}, ModelServerError),
-        ({"kind": "500"}, ModelServerError),
-        ({"kind": "disconnect"}, ModelConnectionError),
-        ({"kind": "timeout", "hang_s": 5}, ModelTimeout),
+        {"kind": "429", "retry_after_s": 3},
+        {"kind": "503"},
+        {"kind": "500"},
+        {"kind": "disconnect"},
+        {"kind": "timeout", "hang_s": 5},
     ],
     ids=["429", "503", "500", "disconnect", "timeout"],
 )
-async def test_transient_failures_raise_for_redelivery_and_then_succeed(
+async def test_a_transient_failure_is_retried_within_the_delivery_and_succeeds(
     *,
     make_runtime: RuntimeFactory,
     model_simulator: RunningSimulator,
@@ -222,8 +217,10 @@ async def test_transient_failures_raise_for_redelivery_and_then_succeed(
     tenant: str,
     deployment: str,
     fault: dict[str, Any],
-    error: type[Exception],
 ) -> None:
+    """The only deployment fails once (each kind of transient failure, through each SDK): the
+    resilience layer retries it, honouring a 429's retry-after, in the same delivery; the SDKs'
+    own retries stay off (one SDK call per attempt)."""
     doc = json.loads(REGISTRY_PATH.read_text())
     if tenant == "phi":
         next(t for t in doc["tenants"] if t["id"] == "tailwind")["deployments"] = ["phi-4-pool"]
@@ -232,18 +229,16 @@ async def test_transient_failures_raise_for_redelivery_and_then_succeed(
     model_simulator.add_fault(deployment, {**fault, "count": 1})
     request_id, msg = request(tenant)
 
-    with pytest.raises(error) as caught:
-        await handle_inference_request(msg, runtime)
-    assert getattr(caught.value, "deployment", None) == deployment
+    started = time.monotonic()
+    assert await handle_inference_request(msg, runtime) is Outcome.COMPLETED
     if fault["kind"] == "429":
-        assert getattr(caught.value, "retry_after_s", None) == 3
+        assert time.monotonic() - started >= 3  # the retry-after was waited out
+    failed = runtime.resilient.stats
+    assert (failed["calls"], failed["retries"], failed["succeeded"]) == (2, 1, 1)
     container = blobs.get_container_client(names.RESULTS_CONTAINER)
     prefix = f"{tenant}/{request_id}"
-    assert [b.name async for b in container.list_blobs(name_starts_with=prefix)] == []
-
-    redelivered = InboundMessage(
-        body=msg.body, message_id=msg.message_id, reply_to=msg.reply_to, delivery_count=2
-    )
-    assert await handle_inference_request(redelivered, runtime) is Outcome.COMPLETED
+    assert [b.name async for b in container.list_blobs(name_starts_with=prefix)] == [
+        f"{prefix}.json"
+    ]
     stats = model_simulator.stats()["deployments"][deployment]
-    assert (stats["faults"], stats["ok"]) == (1, 1)  # one SDK call per delivery: no SDK retries
+    assert (stats["faults"], stats["ok"]) == (1, 1)  # one SDK call per attempt: no SDK retries

@@ -6,12 +6,16 @@ import json
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from shared.contracts import (
+    ChatMessage,
     ContractError,
+    InferenceParameters,
     InferenceRequest,
     InferenceResult,
     RejectionReason,
+    RejectionRecord,
     parse_inference_request,
 )
 
@@ -155,3 +159,102 @@ def test_result_round_trips_as_json() -> None:
 def test_request_model_is_the_documented_schema() -> None:
     schema = InferenceRequest.model_json_schema()
     assert set(schema["required"]) == {"tenant_id", "request_id", "messages"}
+
+
+# Text a client cannot encode (issue 8, item 1). json.dumps writes a Python surrogate as the
+# ASCII escape `\ud83d`, exactly as a sender's encoder writes a truncated emoji; json.loads turns
+# it back into a lone surrogate that no SDK can encode. Each of these was accepted before.
+LONE = "caf\u00e9 \ud83d end"
+
+
+def _bad_key_doc() -> dict[str, Any]:
+    return {**json.loads(body()), "\udc97": 1}
+
+
+@pytest.mark.parametrize(
+    ("data", "where"),
+    [
+        (body(messages=[{"role": "user", "content": LONE}]), "messages[0].content"),
+        (
+            body(messages=[{"role": "user", "content": "ok"}, {"role": LONE, "content": "x"}]),
+            "messages[1].role",
+        ),
+        (body(parameters={"stop": ["ok", LONE]}), "parameters.stop[1]"),
+        (body(tenant_id="tail\ud83dwind"), "tenant_id"),
+        (body(request_id="req-\udc00"), "request_id"),
+        (body(feature="faq\ud800"), "feature"),
+        (body(type="inference.request\ud83d"), "type"),
+        (body(unknown={"deep": [1, {"x": LONE}]}), "unknown.deep[1].x"),
+        (json.dumps(_bad_key_doc()).encode(), "body: a field name"),
+        (
+            body(messages=[{"role": "user", "content": "x", "\ud83d": "y"}]),
+            "messages[0]: a field name",
+        ),
+        (body(parameters={"\udfff": 1}), "parameters: a field name"),
+        (body(messages=[{"role": "user", "content": "\ude00\ud83d"}]), "messages[0].content"),
+    ],
+)
+def test_text_that_utf8_cannot_encode_is_refused_naming_the_field(data: bytes, where: str) -> None:
+    error = rejection(data)
+    assert error.reason == RejectionReason.INVALID_REQUEST
+    assert error.detail.startswith(f"{where}")
+    assert "surrogate" in error.detail
+    error.detail.encode("utf-8")  # the detail itself is storable text
+    assert "caf" not in error.detail  # the text is never echoed
+
+
+def test_a_surrogate_rejection_keeps_the_well_formed_ids_so_the_tenant_gets_a_reply() -> None:
+    error = rejection(body(messages=[{"role": "user", "content": LONE}]))
+    assert (error.tenant_id, error.request_id) == ("tailwind", "req-1")
+    assert error.detail == (
+        "messages[0].content: contains a lone UTF-16 surrogate (U+D800-U+DFFF) at character 5, "
+        "which is not Unicode text and cannot be encoded as UTF-8"
+    )
+
+
+def test_the_exact_bytes_of_a_truncated_emoji_are_refused() -> None:
+    data = (
+        b'{"tenant_id": "tailwind", "request_id": "p11", '
+        b'"messages": [{"role": "user", "content": "Lunch at the caf\\u00e9 \\ud83d was great"}]}'
+    )
+    assert rejection(data).detail.startswith("messages[0].content: contains a lone UTF-16")
+
+
+def test_a_complete_surrogate_pair_is_an_ordinary_character() -> None:
+    data = body(messages=[{"role": "user", "content": "\U0001f600"}])
+    assert b"\\ud83d\\ude00" in data
+    assert parse_inference_request(data).messages[0].content == "\U0001f600"
+
+
+def test_many_unencodable_fields_are_counted_not_all_listed() -> None:
+    error = rejection(body(messages=[{"role": "user", "content": LONE}] * 20))
+    assert error.detail.count("surrogate") == 8
+    assert error.detail.endswith("; and 12 more such fields")
+
+
+def test_a_model_built_in_code_is_held_to_the_same_rule() -> None:
+    with pytest.raises(ValidationError, match="lone UTF-16 surrogate"):
+        ChatMessage(role="user", content=LONE)
+    with pytest.raises(ValidationError, match="lone UTF-16 surrogate"):
+        InferenceParameters(stop=[LONE])
+
+
+def test_json_nested_beyond_the_parsers_depth_is_invalid_json() -> None:
+    error = rejection(b"[" * 100_000)
+    assert error.reason == RejectionReason.INVALID_JSON
+    assert error.detail == "the body is nested too deeply to be read"
+
+
+def test_rejection_records_carry_an_optional_service_error_code() -> None:
+    fields: dict[str, Any] = {
+        "reason": "model_rejected_request",
+        "detail": "d",
+        "tenant_id": "tailwind",
+        "request_id": "r",
+        "message_id": "m",
+        "delivery_count": 1,
+        "rejected_at": "2025-01-02T03:04:05Z",
+    }
+    assert RejectionRecord.model_validate(fields).error_code is None
+    record = RejectionRecord.model_validate({**fields, "error_code": "content_filter"})
+    assert json.loads(record.model_dump_json())["error_code"] == "content_filter"

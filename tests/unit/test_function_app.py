@@ -11,7 +11,7 @@ import pytest
 from azure.functions.servicebus import ServiceBusMessage
 
 import function_app
-from shared.inference.model_errors import ModelServerError
+from shared.inference.model_errors import ModelConfigurationError, ModelServerError
 from shared.runtime import Runtime, set_runtime
 from shared.storage import names
 from shared.storage.blob_store import MemoryBlobStore
@@ -100,10 +100,10 @@ async def test_calling_the_function_completes_a_request(runtime: Runtime) -> Non
     assert [r.correlation_id for r in replies.sent] == ["r-1"]
 
 
-async def test_a_transient_failure_propagates_to_the_host(runtime: Runtime) -> None:
+async def test_a_configuration_error_propagates_to_the_host(runtime: Runtime) -> None:
     model = runtime.models
     assert isinstance(model, ScriptedModel)
-    model.failures.append(ModelServerError("503", deployment="d", status_code=503))
+    model.failures.append(ModelConfigurationError("403", deployment="d", status_code=403))
     body = json.dumps(
         {
             "tenant_id": "contoso",
@@ -111,8 +111,26 @@ async def test_a_transient_failure_propagates_to_the_host(runtime: Runtime) -> N
             "messages": [{"role": "user", "content": "x"}],
         }
     ).encode()
-    with pytest.raises(ModelServerError):
+    with pytest.raises(ModelConfigurationError):
         await function_app.infer(sb_message(body))
+
+
+async def test_a_transient_failure_is_retried_not_raised_to_the_host(runtime: Runtime) -> None:
+    model = runtime.models
+    assert isinstance(model, ScriptedModel)
+    model.failures.append(ModelServerError("503", deployment="d", status_code=503))
+    body = json.dumps(
+        {
+            "tenant_id": "contoso",
+            "request_id": "r-3",
+            "messages": [{"role": "user", "content": "x"}],
+        }
+    ).encode()
+    await function_app.infer(sb_message(body))
+    assert len(model.calls) == 2  # contoso has one deployment: retried there after a backoff
+    store = runtime.store
+    assert isinstance(store, MemoryBlobStore)
+    assert store.names(names.RESULTS_CONTAINER) == ["contoso/r-3.json"]
 
 
 def test_host_json_sets_the_service_bus_options() -> None:

@@ -204,15 +204,35 @@ async def test_a_concurrent_writer_wins_and_its_result_is_the_one_replied(
     assert [r.body for r in replies.sent] == [b'{"winner": true}']
 
 
+async def test_a_configuration_error_is_raised_for_redelivery(
+    runtime: Runtime,
+    model: ScriptedModel,
+    store: MemoryBlobStore,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    model.failures.append(ModelConfigurationError("401", deployment="d", status_code=401))
+    with pytest.raises(ModelConfigurationError):
+        await handle_inference_request(message(), runtime)
+    assert len(model.calls) == 1  # not retried: no other request could succeed either
+    assert store.names(names.RESULTS_CONTAINER) == []
+    assert store.names(names.USAGE_CONTAINER) == []
+    assert store.names(names.REJECTED_CONTAINER) == []
+    [record] = [r for r in caplog.records if r.__dict__.get("event") == "inference.model_failed"]
+    assert record.__dict__["tenant_id"] == "tailwind"
+    assert record.__dict__["status_code"] == 401
+
+    # The redelivery succeeds.
+    assert await handle_inference_request(message(delivery_count=2), runtime) is Outcome.COMPLETED
+
+
 @pytest.mark.parametrize(
     "error",
     [
         ModelRateLimited("429", deployment="d", status_code=429, retry_after_s=3),
         ModelServerError("503", deployment="d", status_code=503),
-        ModelConfigurationError("401", deployment="d", status_code=401),
     ],
 )
-async def test_model_failures_other_than_a_bad_request_are_raised_for_redelivery(
+async def test_a_transient_failure_fails_over_to_another_candidate_at_once(
     runtime: Runtime,
     model: ScriptedModel,
     store: MemoryBlobStore,
@@ -220,18 +240,16 @@ async def test_model_failures_other_than_a_bad_request_are_raised_for_redelivery
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     model.failures.append(error)
-    with pytest.raises(type(error)):
-        await handle_inference_request(message(), runtime)
-    assert store.names(names.RESULTS_CONTAINER) == []
-    assert store.names(names.USAGE_CONTAINER) == []
-    assert store.names(names.REJECTED_CONTAINER) == []
-    [record] = [r for r in caplog.records if r.__dict__.get("event") == "inference.model_failed"]
-    assert record.__dict__["tenant_id"] == "tailwind"
-    assert record.__dict__["deployment"] in POOL
-    assert record.__dict__["status_code"] == getattr(error, "status_code", None)
-
-    # The redelivery succeeds.
-    assert await handle_inference_request(message(delivery_count=2), runtime) is Outcome.COMPLETED
+    with caplog.at_level(logging.INFO):
+        assert await handle_inference_request(message(), runtime) is Outcome.COMPLETED
+    first, second = (call.deployment for call in model.calls)
+    assert first != second
+    assert {first, second} <= POOL
+    result = stored_json(store, names.RESULTS_CONTAINER, "tailwind/req-1.json")
+    assert result["deployment"] == second
+    [done] = [r for r in caplog.records if r.__dict__.get("event") == "inference.completed"]
+    assert (done.__dict__["attempts"], done.__dict__["failovers"]) == (2, 1)
+    assert len(store.names(names.USAGE_CONTAINER)) == 1  # one line: one call answered
 
 
 async def test_a_request_the_model_refuses_is_rejected_not_retried(

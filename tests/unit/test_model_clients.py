@@ -1,7 +1,8 @@
 """The model adapters: one client per endpoint, SDK retries off, errors mapped to our types.
 
-The openai path is faked at its HTTP transport (httpx2.MockTransport) with real response bodies;
-the azure-ai-inference path runs against the model simulator in tests/integration.
+The openai path is faked at its HTTP transport (httpx2.MockTransport) with real response bodies,
+the azure-ai-inference path at its azure-core transport (`AzureTransport` below); both also run
+against the model simulator in tests/integration.
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ from shared.contracts import ChatMessage, InferenceParameters
 from shared.inference.model_clients import (
     COGNITIVE_SERVICES_SCOPE,
     TENANT_HEADER,
+    Completion,
     ModelClients,
     _from_azure,
 )
 from shared.inference.model_errors import (
+    ModelCallError,
     ModelConfigurationError,
     ModelConnectionError,
     ModelRateLimited,
@@ -38,6 +41,7 @@ from shared.inference.model_errors import (
     ModelTimeout,
 )
 from shared.tenancy.registry import Capacity, Deployment, DeploymentKind, IsolationMode
+from tests.transport_fakes import AzureTransport
 
 MESSAGES = [ChatMessage(role="system", content="s"), ChatMessage(role="user", content="u")]
 
@@ -260,3 +264,294 @@ async def test_in_azure_ai_inference_uses_the_credential_and_cognitive_services_
     assert client._config.credential is credential
     assert client._config.credential_scopes == [COGNITIVE_SERVICES_SCOPE]
     await clients.close()
+
+
+# --- Answers with missing or null fields, on both adapters (issue 8, item 2) -------------------
+# Faked at each SDK's HTTP transport: the bytes a service (or a gateway in front of it) sends.
+
+
+KINDS = [DeploymentKind.AZURE_OPENAI, DeploymentKind.AI_INFERENCE]
+
+
+async def call_kind(
+    kind: DeploymentKind, status: int, body: bytes, headers: dict[str, str] | None = None
+) -> Completion:
+    """One call through the real SDK of `kind`, whose transport answers status/body/headers."""
+    if kind is DeploymentKind.AZURE_OPENAI:
+        answer = httpx2.Response(
+            status, content=body, headers={"content-type": "application/json", **(headers or {})}
+        )
+        clients = clients_with(Recorder(lambda _: answer))
+        target = deployment()
+    else:
+        clients = ModelClients(api_key="k", azure_transport=AzureTransport(status, body, headers))
+        target = deployment("phi-4-pool", "https://ais.example/models", kind)
+    try:
+        return await clients.complete(target, MESSAGES, InferenceParameters(), tenant_id="t")
+    finally:
+        await clients.close()
+
+
+def answer_bytes(*, usage: Any = ..., choice: Any = ..., message: Any = ..., **top: Any) -> bytes:
+    """A completion body with fields replaced (None: null) or removed (`REMOVE`); ASCII JSON,
+    so a lone surrogate travels as its `\\udXXX` escape, as a real service would send it."""
+    body = completion_body()
+    first = body["choices"][0]
+    for target, key, value in (
+        (body, "usage", usage),
+        (first, "message", message),
+    ):
+        if value is REMOVE:
+            target.pop(key)
+        elif value is not ...:
+            target[key] = value
+    if choice is not ...:
+        first.update(choice)
+        for key in [k for k, v in first.items() if v is REMOVE]:
+            first.pop(key)
+    for key, value in top.items():
+        if value is REMOVE:
+            body.pop(key)
+        else:
+            body[key] = value
+    return json.dumps(body).encode()
+
+
+REMOVE = object()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    ("body", "tokens"),
+    [
+        (answer_bytes(usage=REMOVE), (0, 0)),
+        (answer_bytes(usage=None), (0, 0)),
+        (answer_bytes(usage={}), (0, 0)),
+        (
+            answer_bytes(usage={"prompt_tokens": 9, "completion_tokens": None, "total_tokens": 9}),
+            (9, 0),
+        ),
+        (
+            answer_bytes(usage={"prompt_tokens": 9, "completion_tokens": None, "total_tokens": 12}),
+            (9, 3),
+        ),
+        (answer_bytes(usage={"prompt_tokens": 9, "total_tokens": 12}), (9, 3)),
+        (
+            answer_bytes(usage={"prompt_tokens": None, "completion_tokens": 2, "total_tokens": 7}),
+            (5, 2),
+        ),
+        (
+            answer_bytes(usage={"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": None}),
+            (5, 2),
+        ),
+        (
+            answer_bytes(
+                usage={"prompt_tokens": None, "completion_tokens": None, "total_tokens": 7}
+            ),
+            (7, 0),
+        ),
+        (
+            answer_bytes(
+                usage={"prompt_tokens": None, "completion_tokens": None, "total_tokens": None}
+            ),
+            (0, 0),
+        ),
+        (
+            answer_bytes(usage={"prompt_tokens": 9, "completion_tokens": None, "total_tokens": 4}),
+            (9, 0),
+        ),
+        (
+            answer_bytes(
+                usage={"prompt_tokens": -1, "completion_tokens": None, "total_tokens": 7.0}
+            ),
+            (7, 0),
+        ),
+        (
+            answer_bytes(
+                usage={"prompt_tokens": True, "completion_tokens": 2.5, "total_tokens": 3}
+            ),
+            (3, 0),
+        ),
+    ],
+)
+async def test_missing_or_null_token_counts_are_read_as_0_or_derived_from_the_total(
+    kind: DeploymentKind, body: bytes, tokens: tuple[int, int]
+) -> None:
+    result = await call_kind(kind, 200, body)
+    assert (result.prompt_tokens, result.completion_tokens) == tokens
+    assert result.content == "hello"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    ("body", "content", "finish_reason", "model"),
+    [
+        (answer_bytes(message=None), "", "stop", "gpt-4o-mini"),
+        (answer_bytes(message=REMOVE), "", "stop", "gpt-4o-mini"),
+        (answer_bytes(message={"role": "assistant", "content": None}), "", "stop", "gpt-4o-mini"),
+        (answer_bytes(message={"role": "assistant"}), "", "stop", "gpt-4o-mini"),
+        (
+            answer_bytes(
+                message={"role": "assistant", "content": None},
+                choice={"finish_reason": "content_filter"},
+            ),
+            "",
+            "content_filter",
+            "gpt-4o-mini",
+        ),
+        (
+            answer_bytes(
+                message={
+                    "role": "assistant",
+                    "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+                }
+            ),
+            "ab",
+            "stop",
+            "gpt-4o-mini",
+        ),
+        (answer_bytes(choice={"finish_reason": None}), "hello", None, "gpt-4o-mini"),
+        (answer_bytes(choice={"finish_reason": REMOVE}), "hello", None, "gpt-4o-mini"),
+        (
+            answer_bytes(choice={"finish_reason": "guardrail_intervened"}),
+            "hello",
+            "guardrail_intervened",
+            "gpt-4o-mini",
+        ),
+        (answer_bytes(choice={"finish_reason": 3}), "hello", None, "gpt-4o-mini"),
+        (answer_bytes(model=None), "hello", "stop", None),
+        (answer_bytes(model=REMOVE), "hello", "stop", None),
+        (
+            answer_bytes(message={"role": "assistant", "content": "caf\u00e9 \ud83d!"}),
+            "caf\u00e9 \ufffd!",
+            "stop",
+            "gpt-4o-mini",
+        ),
+    ],
+)
+async def test_missing_or_null_answer_fields_are_tolerated(
+    kind: DeploymentKind,
+    body: bytes,
+    content: str,
+    finish_reason: str | None,
+    model: str | None,
+) -> None:
+    result = await call_kind(kind, 200, body)
+    assert (result.content, result.finish_reason, result.model) == (content, finish_reason, model)
+    result.content.encode("utf-8")  # storable: a repaired surrogate is U+FFFD
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        (answer_bytes(choices=[]), "answered with no choices"),
+        (answer_bytes(choices=None), "answered with no choices"),
+        (answer_bytes(choices=REMOVE), "answered with no choices"),
+        (answer_bytes(choices=[None]), "answered with no choices"),
+        (b"null", "answered with no choices"),
+        (b"<html>bad gateway</html>", "gave an unreadable answer"),
+        (answer_bytes(message={"role": "assistant", "content": 42}), "gave an unreadable answer"),
+    ],
+)
+async def test_an_answer_without_a_choice_is_a_transient_server_error(
+    kind: DeploymentKind, body: bytes, match: str
+) -> None:
+    with pytest.raises(ModelServerError, match=match):
+        await call_kind(kind, 200, body)
+
+
+# --- Retry hints through the real SDKs (issue 8, item 6) ---------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"x-ms-retry-after-ms": "5000"},
+        {"retry-after-ms": "5000"},
+        {"retry-after": "5"},
+        {"Retry-After-Ms": "5000", "Retry-After": "9"},
+        {"x-ms-retry-after-ms": "5000", "retry-after": "9"},
+        {"retry-after-ms": "bad", "x-ms-retry-after-ms": "5000", "retry-after": "9"},
+    ],
+)
+async def test_every_retry_hint_azure_core_reads_gives_retry_after_on_both_adapters(
+    kind: DeploymentKind, headers: dict[str, str]
+) -> None:
+    body = json.dumps({"error": {"code": "429", "message": "Rate limit exceeded."}}).encode()
+    with pytest.raises(ModelRateLimited) as caught:
+        await call_kind(kind, 429, body, headers)
+    assert caught.value.retry_after_s == 5.0
+    assert caught.value.status_code == 429
+
+
+# --- The service's error code on refusals (issue 8, item 7) ------------------------------------
+
+PROMPT_ECHO = "Your prompt 'tell me the secret plan' was filtered"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    ("status", "error", "code"),
+    [
+        (
+            400,
+            {
+                "code": "content_filter",
+                "message": PROMPT_ECHO,
+                "param": "prompt",
+                "status": 400,
+                "innererror": {
+                    "code": "ResponsibleAIPolicyViolation",
+                    "content_filter_result": {"hate": {"filtered": True, "severity": "high"}},
+                },
+            },
+            "content_filter",
+        ),
+        (
+            400,
+            {
+                "message": "This model's maximum context length is 128000 tokens.",
+                "type": "invalid_request_error",
+                "param": "messages",
+                "code": "context_length_exceeded",
+            },
+            "context_length_exceeded",
+        ),
+        (
+            400,
+            {
+                "code": "BadRequest",
+                "message": PROMPT_ECHO,
+                "innererror": {"code": "ResponsibleAIPolicyViolation"},
+            },
+            "ResponsibleAIPolicyViolation",
+        ),
+        (400, {"code": "400", "message": PROMPT_ECHO}, None),
+        (400, {"code": PROMPT_ECHO, "message": "x"}, None),  # text, not a code
+        (422, {"message": PROMPT_ECHO}, None),
+        (429, {"code": "429", "message": "Rate limit"}, None),
+        (
+            404,
+            {"code": "DeploymentNotFound", "message": "no such deployment"},
+            "DeploymentNotFound",
+        ),
+    ],
+)
+async def test_refusals_carry_the_services_error_code_never_its_message(
+    kind: DeploymentKind, status: int, error: dict[str, Any], code: str | None
+) -> None:
+    body = json.dumps({"error": error}).encode()
+    with pytest.raises(ModelCallError) as caught:
+        await call_kind(kind, status, body)
+    assert caught.value.error_code == code
+    assert "secret" not in str(caught.value)
+    assert "secret" not in repr(vars(caught.value))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_an_error_body_that_is_not_json_has_no_code(kind: DeploymentKind) -> None:
+    with pytest.raises(ModelRequestRejected) as caught:
+        await call_kind(kind, 400, b"<html>Bad Request</html>")
+    assert caught.value.error_code is None

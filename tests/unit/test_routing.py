@@ -170,3 +170,156 @@ def test_reachability_rules() -> None:
     assert reachable(fabrikam, by["fabrikam-ft-v1"])
     assert reachable(fabrikam, by["gpt-4o-mini-pool-a"])
     assert not reachable(fabrikam, by["contoso-gpt-4o"])
+
+
+# --- The table of registry shapes -> candidates (issue 8, item 4) ------------------------------
+# One row of the table in shared/tenancy/registry.py (and docs/contracts.md) per test, over a
+# small document: two priority-0 pooled deployments, one priority-1 pooled, one dedicated and one
+# tuned deployment of their tenants, and whatever tenant the row describes.
+
+TABLE_DEPLOYMENTS: list[dict[str, Any]] = [
+    {"name": "pool-a", "mode": "pooled", "capacity": {"tokens_per_minute": 200_000}},
+    {"name": "pool-b", "mode": "pooled", "capacity": {"tokens_per_minute": 100_000}},
+    {"name": "pool-c", "mode": "pooled", "priority": 1, "capacity": {"tokens_per_minute": 50_000}},
+    {
+        "name": "own-1",
+        "mode": "dedicated",
+        "owner_tenant": "northwind",
+        "capacity": {"tokens_per_minute": 50_000},
+    },
+    {
+        "name": "own-2",
+        "mode": "dedicated",
+        "owner_tenant": "northwind",
+        "priority": 1,
+        "capacity": {"tokens_per_minute": 50_000},
+    },
+    {
+        "name": "ft-1",
+        "mode": "tuned",
+        "owner_tenant": "woodgrove",
+        "base": "pool-b",
+        "capacity": {"tokens_per_minute": 30_000},
+    },
+    {
+        "name": "ft-0",  # an older tuned deployment of the same tenant: never routed to
+        "mode": "tuned",
+        "owner_tenant": "woodgrove",
+        "base": "pool-a",
+        "capacity": {"tokens_per_minute": 30_000},
+    },
+]
+OWNERS = [{"id": "northwind", "mode": "dedicated"}, {"id": "woodgrove", "mode": "tuned"}]
+
+
+def table_registry(row_tenant: dict[str, Any], env: dict[str, str] | None = None) -> Registry:
+    deployments = [
+        {"kind": "azure_openai", "endpoint": "${ENDPOINT}", **d} for d in TABLE_DEPLOYMENTS
+    ]
+    tenants = [t for t in OWNERS if t["id"] != row_tenant["id"]] + [row_tenant]
+    doc = {"version": 1, "deployments": deployments, "tenants": tenants}
+    return parse_registry(
+        json.dumps(doc), env={"ENDPOINT": "https://x.example"} if env is None else env
+    )
+
+
+def orders(reg: Registry, tenant_id: str, seeds: int = 40) -> set[tuple[str, ...]]:
+    """Every candidate order the router gives over a number of seeds."""
+    return {tuple(names(reg, tenant_id, seed)) for seed in range(seeds)}
+
+
+POOL_ORDERS = {("pool-a", "pool-b", "pool-c"), ("pool-b", "pool-a", "pool-c")}
+
+
+def test_row_pooled_without_list_gets_every_pooled_deployment() -> None:
+    reg = table_registry({"id": "tailwind", "mode": "pooled"})
+    assert orders(reg, "tailwind") == POOL_ORDERS
+
+
+def test_row_pooled_with_list_gets_the_listed() -> None:
+    reg = table_registry({"id": "tailwind", "mode": "pooled", "deployments": ["pool-c", "pool-b"]})
+    assert orders(reg, "tailwind") == {("pool-b", "pool-c")}
+
+
+def test_row_dedicated_without_list_gets_every_deployment_it_owns() -> None:
+    reg = table_registry({"id": "northwind", "mode": "dedicated"})
+    assert orders(reg, "northwind") == {("own-1", "own-2")}
+
+
+def test_row_dedicated_with_list_gets_the_listed() -> None:
+    reg = table_registry({"id": "northwind", "mode": "dedicated", "deployments": ["own-2"]})
+    assert orders(reg, "northwind") == {("own-2",)}
+
+
+def test_row_dedicated_with_fallback_gets_its_own_then_every_pooled_deployment() -> None:
+    reg = table_registry({"id": "northwind", "mode": "dedicated", "fallback_to_pooled": True})
+    assert orders(reg, "northwind") == {("own-1", "own-2", *pool) for pool in POOL_ORDERS}
+
+
+def test_row_dedicated_with_list_and_fallback_gets_the_listed_own_then_listed_pooled() -> None:
+    reg = table_registry(
+        {
+            "id": "northwind",
+            "mode": "dedicated",
+            "deployments": ["pool-c", "own-2"],
+            "fallback_to_pooled": True,
+        }
+    )
+    assert orders(reg, "northwind") == {("own-2", "pool-c")}
+
+
+def test_row_tuned_not_tuned_yet_without_list_gets_every_pooled_deployment() -> None:
+    # The field input of issue 8, item 4: rejected no_usable_deployment before.
+    reg = table_registry({"id": "woodgrove", "mode": "tuned"})
+    assert orders(reg, "woodgrove") == POOL_ORDERS
+
+
+def test_row_tuned_not_tuned_yet_with_list_gets_the_listed() -> None:
+    reg = table_registry({"id": "woodgrove", "mode": "tuned", "deployments": ["pool-c"]})
+    assert orders(reg, "woodgrove") == {("pool-c",)}
+
+
+def test_row_tuned_without_list_gets_tuned_then_base_then_the_other_pooled() -> None:
+    reg = table_registry({"id": "woodgrove", "mode": "tuned", "tuned_deployment": "ft-1"})
+    assert orders(reg, "woodgrove") == {("ft-1", "pool-b", "pool-a", "pool-c")}
+
+
+def test_row_tuned_with_list_gets_tuned_then_base_then_the_other_listed() -> None:
+    reg = table_registry(
+        {
+            "id": "woodgrove",
+            "mode": "tuned",
+            "tuned_deployment": "ft-1",
+            "deployments": ["pool-c", "ft-0", "ft-1", "pool-b"],
+        }
+    )
+    assert orders(reg, "woodgrove") == {("ft-1", "pool-b", "pool-c")}  # ft-0 is not promoted
+
+
+def test_every_row_skips_unconfigured_deployments_and_none_left_is_no_usable_deployment() -> None:
+    reg = table_registry({"id": "woodgrove", "mode": "tuned"}, env={})
+    with pytest.raises(RoutingError) as caught:
+        Router().candidates(reg, tenant_of(reg, "woodgrove"))
+    assert caught.value.reason == RejectionReason.NO_USABLE_DEPLOYMENT
+
+
+def test_a_dedicated_tenant_reaches_pooled_deployments_only_with_fallback_to_pooled() -> None:
+    strict = table_registry({"id": "northwind", "mode": "dedicated"})
+    lenient = table_registry({"id": "northwind", "mode": "dedicated", "fallback_to_pooled": True})
+    pool_a = strict.deployment_by_name["pool-a"]
+    assert not reachable(tenant_of(strict, "northwind"), pool_a)
+    assert reachable(tenant_of(lenient, "northwind"), pool_a)
+    # Either way, never another tenant's deployment.
+    for reg in (strict, lenient):
+        assert not reachable(tenant_of(reg, "northwind"), reg.deployment_by_name["ft-1"])
+
+
+def test_a_dedicated_tenant_without_fallback_is_refused_pooled_even_by_a_bad_registry() -> None:
+    reg = table_registry({"id": "northwind", "mode": "dedicated"})
+    northwind = tenant_of(reg, "northwind").model_copy(update={"deployments": ("own-1", "pool-a")})
+    bad = Registry.model_construct(version=1, deployments=reg.deployments, tenants=(northwind,))
+    with pytest.raises(IsolationViolation, match="must not reach deployment 'pool-a'"):
+        Router().candidates(bad, northwind)
+    allowed = northwind.model_copy(update={"fallback_to_pooled": True})
+    good = Registry.model_construct(version=1, deployments=reg.deployments, tenants=(allowed,))
+    assert [d.name for d in Router().candidates(good, allowed)] == ["own-1", "pool-a"]

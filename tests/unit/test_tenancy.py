@@ -115,7 +115,13 @@ def test_default_allowed_deployments_per_mode() -> None:
 
     assert allowed("tailwind") == ["gpt-4o-mini-pool-a", "gpt-4o-mini-pool-b", "phi-4-pool"]
     assert allowed("contoso") == ["contoso-gpt-4o"]
-    assert allowed("fabrikam") == ["gpt-4o-mini-pool-a", "fabrikam-ft-v1"]
+    # Its tuned deployment and the pool, base included (the router puts tuned, base first).
+    assert allowed("fabrikam") == [
+        "gpt-4o-mini-pool-a",
+        "gpt-4o-mini-pool-b",
+        "phi-4-pool",
+        "fabrikam-ft-v1",
+    ]
 
 
 def test_listing_another_tenants_dedicated_deployment_is_refused_at_load() -> None:
@@ -148,6 +154,30 @@ def test_dedicated_tenants_reach_no_pooled_deployment() -> None:
     doc = document()
     tenant(doc, "contoso")["deployments"].append("gpt-4o-mini-pool-a")
     assert "a dedicated tenant reaches only its own" in problems(doc)
+
+
+def test_a_dedicated_tenant_may_list_pooled_deployments_only_with_fallback_to_pooled() -> None:
+    doc = document()
+    tenant(doc, "contoso")["deployments"].append("gpt-4o-mini-pool-a")
+    assert "(unless fallback_to_pooled)" in problems(doc)
+    tenant(doc, "contoso")["fallback_to_pooled"] = True
+    contoso = load(doc).tenant("contoso")
+    assert contoso is not None
+    assert contoso.fallback_to_pooled
+    assert contoso.deployments == ("contoso-gpt-4o", "gpt-4o-mini-pool-a")
+
+
+@pytest.mark.parametrize("tenant_id", ["tailwind", "fabrikam"])
+def test_fallback_to_pooled_is_for_dedicated_tenants_only(tenant_id: str) -> None:
+    doc = document()
+    tenant(doc, tenant_id)["fallback_to_pooled"] = True
+    assert f"tenant {tenant_id!r}: fallback_to_pooled is for dedicated tenants only" in problems(
+        doc
+    )
+
+
+def test_fallback_to_pooled_is_off_unless_set() -> None:
+    assert all(not t.fallback_to_pooled for t in load(document()).tenants)
 
 
 def test_tuned_tenants_must_list_their_base() -> None:
