@@ -1,10 +1,13 @@
 """Messages per second through the whole pipeline, beside bare SDK calls, in one run.
 
 Pipeline: broker → Functions host → router → model simulator → result blob → complete, with the
-simulator at zero latency and no limits. With the host running, N requests are sent and the clock
-runs from the first send until all N result blobs exist. Baseline: the same N chat completions
-made directly with `openai.AsyncAzureOpenAI` against the same simulator at the host's concurrency
-(`maxConcurrentCalls` in host.json). The ratio is what the system costs over calling the model.
+simulator at zero latency and no limits (and a registry that says so: no tenant quota, capacities
+far above the load, so the resilience layer's budgets and quotas never hold a request back and
+what is measured is the system's cost, not its throttling). With the host running, N requests
+are sent and the clock runs from the first send until all N result blobs exist. Baseline: the
+same N chat completions made directly with `openai.AsyncAzureOpenAI` against the same simulator at
+the host's concurrency (`maxConcurrentCalls` in host.json). The ratio is what the system costs
+over calling the model.
 
     python -m bench.pipeline --requests 400
 """
@@ -23,7 +26,14 @@ from azure.servicebus.aio import ServiceBusClient
 from azure.storage.blob.aio import BlobServiceClient
 from openai import AsyncAzureOpenAI
 
-from devhost.stack import MODEL_API_KEY, MODELS_CONFIG, LocalStack, StackOptions, fresh_data_dir
+from devhost.stack import (
+    MODEL_API_KEY,
+    MODELS_CONFIG,
+    REGISTRY,
+    LocalStack,
+    StackOptions,
+    fresh_data_dir,
+)
 from shared.storage import names
 
 TENANT = "tailwind"
@@ -36,6 +46,16 @@ def zero_latency_config(path: Path) -> Path:
         deployment.update(tpm=0, rpm=0, latency_ms={"base": 0, "per_token": 0})
         deployment.pop("faults", None)
     path.write_text(json.dumps(config))
+    return path
+
+
+def unlimited_registry(path: Path) -> Path:
+    registry = json.loads(REGISTRY.read_text())
+    for deployment in registry["deployments"]:
+        deployment["capacity"] = {"tokens_per_minute": 100_000_000, "requests_per_minute": 600_000}
+    for tenant in registry["tenants"]:
+        tenant.pop("quota", None)
+    path.write_text(json.dumps(registry))
     return path
 
 
@@ -119,7 +139,9 @@ def main() -> int:
     concurrency = host_concurrency()
     data_dir = fresh_data_dir("bench-pipeline")  # kept afterwards: logs/ tells what happened
     options = StackOptions(
-        data_dir=data_dir, models_config=zero_latency_config(data_dir / "models.json")
+        data_dir=data_dir,
+        models_config=zero_latency_config(data_dir / "models.json"),
+        registry=unlimited_registry(data_dir / "registry.json"),
     )
     with LocalStack(options).start(with_host=False) as stack:
         settings = stack.app_settings()
