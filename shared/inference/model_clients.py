@@ -273,13 +273,16 @@ async def _inference_complete(
     def keep_headers(pipeline_response: Any) -> None:
         seen.update(pipeline_response.http_response.headers)
 
-    response = await client.complete(
-        messages=[_inference_message(m) for m in messages],
-        model=deployment.model,
-        headers=headers,
-        raw_response_hook=keep_headers,
-        **parameters.given(),
-    )
+    try:
+        response = await client.complete(
+            messages=[_inference_message(m) for m in messages],
+            model=deployment.model,
+            headers=headers,
+            raw_response_hook=keep_headers,
+            **parameters.given(),
+        )
+    except ValueError as exc:  # the SDK's response.json() on a 200 whose body is not JSON
+        raise unreadable_answer(deployment.name, exc) from None
     if not isinstance(response, ChatCompletions):
         raise ModelServerError(
             f"deployment {deployment.name!r} answered with no choices", deployment=deployment.name

@@ -21,6 +21,15 @@ class HasRetryHint(Protocol):
     retry_after_s: float | None
 
 
+class _Attempt:
+    """What `wait_random_exponential` reads of a retry state: the attempt number."""
+
+    __slots__ = ("attempt_number",)
+
+    def __init__(self, attempt_number: int) -> None:
+        self.attempt_number = attempt_number
+
+
 class WaitRetryAfter(wait_base):
     def __init__(self, *, base_s: float = 0.5, cap_s: float = 20.0) -> None:
         self._cap_s = cap_s
@@ -29,7 +38,11 @@ class WaitRetryAfter(wait_base):
     def __call__(self, retry_state: RetryCallState) -> float:
         outcome = retry_state.outcome
         error = outcome.exception() if outcome is not None and outcome.failed else None
+        return self.wait_for(error, retry_state.attempt_number)
+
+    def wait_for(self, error: BaseException | None, attempt_number: int) -> float:
+        """The wait after `error` ended attempt number `attempt_number` (1-based)."""
         hint = getattr(error, "retry_after_s", None)
         if isinstance(hint, int | float) and hint >= 0:
             return min(float(hint), self._cap_s)
-        return float(self._fallback(retry_state))
+        return float(self._fallback(_Attempt(attempt_number)))  # type: ignore[arg-type]

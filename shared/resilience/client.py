@@ -104,6 +104,8 @@ class ResiliencePolicy:
     backoff_base_s: float = 0.25
     backoff_cap_s: float = 10.0
     default_max_tokens: int = 256
+    max_retry_after_s: float = 300.0
+    """A server's retry hint beyond this (e.g. an HTTP date years ahead) is read as this."""
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
 
 
@@ -118,7 +120,13 @@ class ResilientCompletion:
 
 
 class _NoRoomNow(TransientModelError):
-    """Every candidate is open or out of budget until `retry_after_s` from now."""
+    """Every candidate is open or out of budget until `retry_after_s` from now, later than this
+    request may wait; `why` is the bound that binds: `deployments_busy` (max_wait_s) or
+    `time_budget`."""
+
+    def __init__(self, message: str, *, retry_after_s: float, why: str) -> None:
+        super().__init__(message, deployment="*", retry_after_s=retry_after_s)
+        self.why = why
 
 
 @dataclass
@@ -131,6 +139,7 @@ class _Request:
     failovers: int = 0
     throttled: int = 0
     last: str | None = None
+    started: float = 0.0
 
 
 class ResilientModelClient:
@@ -156,6 +165,7 @@ class ResilientModelClient:
         self._rng = rng or random.Random()
         self.breakers = BreakerBoard(self.policy.breaker, clock)
         self._budgets: dict[str, DeploymentBudget] = {}
+        self._lines: dict[tuple[str, ...], asyncio.Lock] = {}
         self._wait = WaitRetryAfter(
             base_s=self.policy.backoff_base_s, cap_s=self.policy.backoff_cap_s
         )
@@ -229,23 +239,35 @@ class ResilientModelClient:
     async def _attempts(
         self, request: _Request, messages: Sequence[ChatMessage], parameters: InferenceParameters
     ) -> ResilientCompletion:
-        started = self._clock()
-        policy = self.policy
+        """The first attempt directly (no retry machinery is built for the common case); after a
+        transient failure, tenacity drives the rest."""
+        request.started = self._clock()
+        try:
+            return await self._attempt(request, messages, parameters)
+        except _NoRoomNow as exc:
+            raise self._try_later(request, exc) from exc
+        except TransientModelError as exc:
+            first = exc
+        pause = self._wait_before_next(request, first, 1)
+        if self._out_of_time(request, pause):
+            raise self._try_later(request, first)
+        await self._pause(pause)
 
         def stop(state: RetryCallState) -> bool:
-            upcoming = state.upcoming_sleep
-            return (
-                request.attempts >= policy.max_attempts
-                or state.attempt_number >= 4 * policy.max_attempts  # waits for room, bounded
-                or upcoming > policy.max_wait_s
-                or self._clock() - started + upcoming > policy.time_budget_s
-            )
+            return self._out_of_time(request, state.upcoming_sleep)
+
+        def wait(state: RetryCallState) -> float:
+            outcome = state.outcome
+            error = outcome.exception() if outcome is not None else None
+            return self._wait_before_next(request, error, request.attempts)
 
         retrying = AsyncRetrying(
-            retry=retry_if_exception(lambda e: isinstance(e, TransientModelError)),
-            wait=lambda state: self._wait_before_next(request, state),
+            retry=retry_if_exception(
+                lambda e: isinstance(e, TransientModelError) and not isinstance(e, _NoRoomNow)
+            ),
+            wait=wait,
             stop=stop,
-            sleep=self._sleep,
+            sleep=self._pause,
             reraise=True,
         )
         try:
@@ -253,21 +275,74 @@ class ResilientModelClient:
                 with attempt:
                     return await self._attempt(request, messages, parameters)
         except TransientModelError as exc:
-            raise self._try_later(request, exc, started) from exc
+            raise self._try_later(request, exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover - reraise=True
 
-    def _try_later(self, request: _Request, exc: TransientModelError, started: float) -> TryLater:
+    async def _pause(self, seconds: float) -> None:
+        if seconds > 0:
+            await self._sleep(seconds)
+
+    def _out_of_time(self, request: _Request, upcoming_s: float) -> bool:
+        policy = self.policy
+        return (
+            request.attempts >= policy.max_attempts
+            or upcoming_s > policy.max_wait_s
+            or self._clock() - request.started + upcoming_s > policy.time_budget_s
+        )
+
+    def _try_later(self, request: _Request, exc: TransientModelError) -> TryLater:
         """The earliest time any candidate has room (breakers and budgets already hold the
-        servers' retry-after); at least a second when the calls themselves ran out."""
+        servers' retry-after); at least a second when the calls themselves ran out or this
+        request waited its turn in line for as long as it may."""
         delay = max(self._earliest_room(request) - self._clock(), 0.05)
         if request.attempts >= self.policy.max_attempts:
             reason, delay = "attempts", max(delay, 1.0)
-        elif isinstance(exc, _NoRoomNow) or delay > self.policy.max_wait_s:
+        elif isinstance(exc, _NoRoomNow):
+            reason, delay = exc.why, max(delay, exc.retry_after_s or 0.0, 0.05)
+        elif delay > self.policy.max_wait_s:
             reason = "deployments_busy"
         else:
             reason, delay = "time_budget", max(delay, 1.0)
         self.stats["try_later"] += 1
         return TryLater(delay, reason, attempts=request.attempts, throttled=request.throttled)
+
+    async def _acquire(self, request: _Request) -> Deployment:
+        """A candidate with room for this request, waiting for one if need be.
+
+        Requests that wait for the same candidates wait in one first-come-first-served line (an
+        `asyncio.Lock`, which wakes its waiters in order): only the head sleeps until the earliest
+        room and takes it, so a freed slot does not wake a herd, and a newcomer does not jump the
+        line. A request waits at most `max_wait_s`, and never past its time budget; then
+        `_NoRoomNow` (the caller reschedules)."""
+        key = tuple(d.name for d in request.candidates)
+        line = self._lines.get(key)
+        if line is None or not line.locked():
+            deployment = self._pick(request)
+            if deployment is not None:
+                return deployment
+        line = self._lines.setdefault(key, asyncio.Lock())
+        now = self._clock()
+        budget_end = request.started + self.policy.time_budget_s
+        deadline = min(now + self.policy.max_wait_s, budget_end)
+        why = "time_budget" if deadline == budget_end else "deployments_busy"
+        try:
+            async with asyncio.timeout(max(0.0, deadline - now)):
+                await line.acquire()
+        except TimeoutError:
+            behind = max(self._earliest_room(request) - self._clock(), 1.0)
+            raise _NoRoomNow("waited in line", retry_after_s=behind, why=why) from None
+        try:
+            while True:
+                deployment = self._pick(request)
+                if deployment is not None:
+                    return deployment
+                now = self._clock()
+                room = self._earliest_room(request)
+                if room > deadline:
+                    raise _NoRoomNow("no candidate has room", retry_after_s=room - now, why=why)
+                await self._sleep(room - now)
+        finally:
+            line.release()
 
     def _pick(self, request: _Request) -> Deployment | None:
         """The first candidate with a closed (or probing) breaker and room in its budget; the
@@ -296,25 +371,24 @@ class ResilientModelClient:
             for d in request.candidates
         )
 
-    def _wait_before_next(self, request: _Request, state: RetryCallState) -> float:
-        """0 when another candidate has room now (a failover); else until the earliest room,
-        or the retry hint / jittered backoff when the only one with room just failed."""
+    def _wait_before_next(
+        self, request: _Request, error: BaseException | None, attempt_number: int
+    ) -> float:
+        """0 when another candidate that has not failed this request has room (a failover), or
+        when room is coming (the next attempt waits for it in line); otherwise the failure's retry
+        hint or jittered backoff (the only candidate with room just failed)."""
         now = self._clock()
         fresh = [d for d in request.candidates if d.name not in request.failed]
         if any(self._has_room(d, request.tokens, now) for d in fresh):
             return 0.0
-        room = self._earliest_room(request) - now
-        if room > 0:
-            return room + self._rng.uniform(0.0, 0.05)
-        return self._wait(state)
+        if self._earliest_room(request) > now:
+            return 0.0
+        return self._wait.wait_for(error, attempt_number)
 
     async def _attempt(
         self, request: _Request, messages: Sequence[ChatMessage], parameters: InferenceParameters
     ) -> ResilientCompletion:
-        deployment = self._pick(request)
-        if deployment is None:
-            delay = max(self._earliest_room(request) - self._clock(), 0.0)
-            raise _NoRoomNow("no candidate has room", deployment="*", retry_after_s=delay)
+        deployment = await self._acquire(request)
         if request.last is not None and request.last != deployment.name:
             request.failovers += 1
             self.stats["failovers"] += 1
@@ -332,7 +406,7 @@ class ResilientModelClient:
             )
         except ModelRateLimited as exc:
             budget.refund(receipt)
-            budget.block(exc.retry_after_s if exc.retry_after_s is not None else 1.0)
+            budget.block(self._hint(exc) if exc.retry_after_s is not None else 1.0)
             self._failed(request, deployment, exc)
             request.throttled += 1
             self.stats["throttled"] += 1
@@ -354,8 +428,12 @@ class ResilientModelClient:
             throttled=request.throttled,
         )
 
+    def _hint(self, exc: TransientModelError) -> float:
+        return min(exc.retry_after_s or 0.0, self.policy.max_retry_after_s)
+
     def _failed(self, request: _Request, deployment: Deployment, exc: TransientModelError) -> None:
-        self.breakers[deployment.name].on_failure(exc.retry_after_s)
+        hint = self._hint(exc) if exc.retry_after_s is not None else None
+        self.breakers[deployment.name].on_failure(hint)
         if deployment.name not in request.failed:
             request.failed.append(deployment.name)
         fields = {

@@ -92,6 +92,7 @@ def plan(
 ) -> Plan:
     """The next round for a request that must wait `delay_s` seconds."""
     attempt = history.reschedules + 1
+    delay_s = min(delay_s, policy.deadline_s + policy.max_jitter_s)  # past it: give up anyway
     jitter = rng.uniform(0.0, min(policy.max_jitter_s, delay_s * policy.jitter_fraction))
     at = now + timedelta(seconds=delay_s + jitter)
     deadline = history.first_enqueued_at + timedelta(seconds=policy.deadline_s)

@@ -79,5 +79,5 @@ def test_the_clients_no_room_until_failure_waits_exactly_until_then() -> None:
     from shared.resilience.client import _NoRoomNow
 
     wait = WaitRetryAfter(base_s=0.5, cap_s=20.0)
-    busy = _NoRoomNow("no candidate has room", deployment="*", retry_after_s=4.0)
+    busy = _NoRoomNow("no candidate has room", retry_after_s=4.0, why="deployments_busy")
     assert wait(failed_state(busy, attempt_number=1)) == 4.0
