@@ -41,6 +41,10 @@ class ReschedulePolicy:
     jitter_fraction: float = 0.2
     """Up to this fraction of the delay (at most `max_jitter_s`) is added at random."""
     max_jitter_s: float = 2.0
+    quota_spread_s: float = 60.0
+    """A request over its tenant's per-minute quota returns at a random point of the next this
+    many seconds, so a tenant's backlog comes back spread over the quota's window, not as a herd
+    that one freed slot would send round again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +97,10 @@ def plan(
     """The next round for a request that must wait `delay_s` seconds."""
     attempt = history.reschedules + 1
     delay_s = min(delay_s, policy.deadline_s + policy.max_jitter_s)  # past it: give up anyway
-    jitter = rng.uniform(0.0, min(policy.max_jitter_s, delay_s * policy.jitter_fraction))
+    if reason.startswith("tenant_quota"):
+        jitter = rng.uniform(0.0, policy.quota_spread_s)
+    else:
+        jitter = rng.uniform(0.0, min(policy.max_jitter_s, delay_s * policy.jitter_fraction))
     at = now + timedelta(seconds=delay_s + jitter)
     deadline = history.first_enqueued_at + timedelta(seconds=policy.deadline_s)
     give_up = attempt > policy.max_reschedules or at > deadline

@@ -210,3 +210,44 @@ def test_jitter_is_added_within_its_bounds(delay_s: float, most: float) -> None:
     if most:
         assert max(extras) > 0.8 * most  # spread: not a herd
         assert min(extras) < 0.2 * most
+
+
+def test_a_request_over_its_tenants_quota_returns_spread_over_the_quota_window() -> None:
+    """reschedule.py: over-quota copies return at a random point of the next `quota_spread_s`, so
+    a backlog does not come back as one herd (other reasons keep the short jitter)."""
+    import random as _random
+    from datetime import UTC, datetime, timedelta
+
+    from shared.resilience.reschedule import History, ReschedulePolicy, plan
+
+    now = datetime(2025, 1, 2, tzinfo=UTC)
+    history = History(reschedules=0, first_enqueued_at=now, model_attempts=0)
+    rng = _random.Random(3)
+
+    def offsets(reason: str) -> list[float]:
+        return [
+            (
+                plan(
+                    tenant_id="t",
+                    request_id=f"r{i}",
+                    properties={},
+                    history=history,
+                    attempts_now=0,
+                    delay_s=5.0,
+                    reason=reason,
+                    now=now,
+                    policy=ReschedulePolicy(),
+                    rng=rng,
+                ).at
+                - now
+                - timedelta(seconds=5)
+            ).total_seconds()
+            for i in range(200)
+        ]
+
+    quota = offsets("tenant_quota:requests_per_minute")
+    busy = offsets("deployments_busy")
+    assert min(quota) >= 0
+    assert max(quota) <= 60
+    assert max(quota) - min(quota) > 30  # spread over the window
+    assert max(busy) <= 1.0  # 20% of a 5 s delay
