@@ -43,11 +43,12 @@ ALLOWED: dict[str, set[str]] = {
 # What Azure OpenAI does on a bad day, injected into the simulator as the burst starts: the tuned
 # deployment throttles with a long retry-after (its breaker opens, fabrikam fails over to its base),
 # one pooled deployment fails with 500s (tailwind fails over), and contoso's only deployment asks
-# for a short pause (contoso waits, or is rescheduled, and is never dead-lettered).
+# for 12 s, longer than a handler waits in-process: contoso's requests are rescheduled on Service
+# Bus for when it has room, and answered then, never dead-lettered.
 BAD_DAY: tuple[dict[str, Any], ...] = (
-    {"deployment": "fabrikam-ft-v1", "kind": "429", "duration_s": 8, "retry_after_s": 20},
-    {"deployment": "gpt-4o-mini-pool-b", "kind": "500", "duration_s": 6},
-    {"deployment": "contoso-gpt-4o", "kind": "429", "duration_s": 4, "retry_after_s": 3},
+    {"deployment": "fabrikam-ft-v1", "kind": "429", "count": 2, "retry_after_s": 20},
+    {"deployment": "gpt-4o-mini-pool-b", "kind": "500", "count": 6},
+    {"deployment": "contoso-gpt-4o", "kind": "429", "count": 1, "retry_after_s": 12},
 )
 QUESTIONS = (
     "Which plan includes priority support?",
@@ -292,6 +293,7 @@ class Resilience:
                     counts["throttled"] += int(f.get("throttled", 0))
                 elif f["event"] == "inference.rescheduled":
                     counts["reschedules"] += 1
+                    counts["throttled"] += int(f.get("throttled", 0))
         return seen
 
 
@@ -372,7 +374,8 @@ async def run_demo(
         print(
             "a bad day at the model provider: "
             + "; ".join(
-                f"{f['deployment']} answers {f['kind']} for {f['duration_s']}s" for f in BAD_DAY
+                f"{f['deployment']} answers {f['kind']} to its next {f['count']} calls"
+                for f in BAD_DAY
             )
         )
         await install_faults(models_url, BAD_DAY)
