@@ -17,6 +17,7 @@ import base64
 import json
 import logging
 import math
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import suppress
@@ -44,6 +45,13 @@ from shared.structured_logging import key_values, without_none
 log = logging.getLogger("devhost.host")
 
 MAX_BACKOFF_S = 30.0
+QUICK_EMPTIES_BEFORE_REOPEN = 5
+
+
+class LinkLost(Exception):
+    """The receiver's link stopped delivering without an error from the SDK."""
+
+
 _MAX_JSON_DEPTH = 100
 _MAX_REPR = 256 * 1024
 
@@ -72,6 +80,7 @@ class ServiceBusQueueListener:
         self._receiver: ServiceBusReceiver | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._failures = 0
+        self._quick_empties = 0
 
     def describe(self) -> str:
         return f"{self.spec.name}: Service Bus queue {self.queue_name!r}"
@@ -184,9 +193,11 @@ class ServiceBusQueueListener:
                 self._slot_freed.clear()
                 await _wait_any((self._slot_freed, self._stopping))
                 continue
+            asked_at = time.monotonic()
             batch = await receiver.receive_messages(
                 max_message_count=free, max_wait_time=self._receive_wait_s
             )
+            self._check_link(batch, time.monotonic() - asked_at)
             self._failures = 0
             for message in batch:
                 if self._stopping.is_set():
@@ -197,6 +208,20 @@ class ServiceBusQueueListener:
                 task = asyncio.create_task(self._handle(receiver, message))
                 self._handlers.add(task)
                 task.add_done_callback(self._handler_done)
+
+    def _check_link(self, batch: list[ServiceBusReceivedMessage], took_s: float) -> None:
+        """A receive that comes back empty at once, again and again, is a link the SDK lost
+        without saying so (e.g. its decoder refused a message: an AMQP value nested deeper than
+        it accepts); raise so `_run` opens a fresh receiver. The message it could not take comes
+        back when its lock expires and is dead-lettered by MaxDeliveryCount, while the messages
+        behind it flow again."""
+        if batch or took_s >= self._receive_wait_s / 10:
+            self._quick_empties = 0
+            return
+        self._quick_empties += 1
+        if self._quick_empties >= QUICK_EMPTIES_BEFORE_REOPEN:
+            self._quick_empties = 0
+            raise LinkLost(f"{QUICK_EMPTIES_BEFORE_REOPEN} empty receives in a row, each at once")
 
     def _handler_done(self, task: asyncio.Task[None]) -> None:
         self._handlers.discard(task)

@@ -139,6 +139,8 @@ class FailureReason:
 
     DEADLINE_EXCEEDED: Final = "deadline_exceeded"
     ATTEMPTS_EXHAUSTED: Final = "attempts_exhausted"
+    CANNOT_RESCHEDULE: Final = "cannot_reschedule"
+    """The request had to wait, but its copy is too large for the queue (near the size limit)."""
 
 
 class Failure(_Strict):

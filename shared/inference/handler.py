@@ -47,7 +47,7 @@ from shared.inference.replies import Reply
 from shared.inference.results import StoredResult, result_blob_name
 from shared.messages import InboundMessage
 from shared.resilience.client import ResilientCompletion, TryLater
-from shared.resilience.reschedule import History, history_of, plan
+from shared.resilience.reschedule import History, Plan, history_of, plan
 from shared.runtime import Runtime, get_runtime
 from shared.storage import names
 from shared.structured_logging import key_values, without_none
@@ -268,19 +268,10 @@ class InferenceHandler:
         )
         if step.give_up:
             return await self._fail(message, request, history, later, fields)
-        await self._rt.replies.send(
-            Reply(
-                queue=names.INFERENCE_REQUESTS,
-                body=message.body,
-                correlation_id=message.correlation_id or request.request_id,
-                message_id=step.message_id,
-                reply_to=message.reply_to,
-                reply_to_session_id=message.reply_to_session_id,
-                subject=contracts.REQUEST_TYPE,
-                application_properties=step.properties,
-                scheduled_enqueue_time_utc=step.at,
-            )
-        )
+        try:
+            await self._send_copy(message, request, step)
+        except MessageSizeExceededError:
+            return await self._fail(message, request, history, later, fields, oversize=True)
         self._log(
             logging.INFO,
             "inference.rescheduled",
@@ -295,6 +286,23 @@ class InferenceHandler:
         )
         return Outcome.RESCHEDULED
 
+    async def _send_copy(
+        self, message: InboundMessage, request: InferenceRequest, step: Plan
+    ) -> None:
+        await self._rt.replies.send(
+            Reply(
+                queue=names.INFERENCE_REQUESTS,
+                body=message.body,
+                correlation_id=message.correlation_id or request.request_id,
+                message_id=step.message_id,
+                reply_to=message.reply_to,
+                reply_to_session_id=message.reply_to_session_id,
+                subject=contracts.REQUEST_TYPE,
+                application_properties=step.properties,
+                scheduled_enqueue_time_utc=step.at,
+            )
+        )
+
     async def _fail(
         self,
         message: InboundMessage,
@@ -302,11 +310,16 @@ class InferenceHandler:
         history: History,
         later: TryLater,
         fields: dict[str, Any],
+        *,
+        oversize: bool = False,
     ) -> Outcome:
         now = self._rt.clock()
         policy = self._rt.reschedule_policy
         attempts = history.model_attempts + later.attempts
-        if history.reschedules + 1 > policy.max_reschedules:
+        if oversize:
+            reason = FailureReason.CANNOT_RESCHEDULE
+            detail = f"had to wait ({later.reason}), but its copy exceeds the queue's message size"
+        elif history.reschedules + 1 > policy.max_reschedules:
             reason = FailureReason.ATTEMPTS_EXHAUSTED
             detail = f"not served after {history.reschedules} reschedules ({later.reason})"
         else:

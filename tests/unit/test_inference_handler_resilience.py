@@ -220,3 +220,15 @@ async def test_a_refusal_carries_the_services_error_code(code: str) -> None:
     assert record["reason"] == "model_rejected_request"
     assert record["error_code"] == code
     assert "hello" not in reply.body.decode()
+
+
+async def test_a_request_whose_copy_is_too_large_to_reschedule_fails_with_the_reason() -> None:
+    model = ScriptedModel(failures=[throttled(30.0)])
+    replies, store = RecordingReplySender(), MemoryBlobStore()
+    replies.failures.append(MessageSizeExceededError(message="too large"))  # the copy
+    rt = runtime(model, replies, store)
+    assert await handle_inference_request(message(), rt) is Outcome.FAILED
+    result = json.loads(store.text(names.RESULTS_CONTAINER, "contoso/r-1.json"))
+    assert result["failure"]["reason"] == "cannot_reschedule"
+    [reply] = replies.sent
+    assert json.loads(reply.body)["status"] == "failed"
