@@ -46,7 +46,7 @@ from shared.resilience.backoff import WaitRetryAfter
 from shared.resilience.breaker import BreakerBoard, BreakerPolicy
 from shared.resilience.rate_budget import DeploymentBudget, admission_tokens
 from shared.structured_logging import key_values
-from shared.tenancy.registry import Deployment, Quota, Registry, Tenant
+from shared.tenancy.registry import Capacity, Deployment, Quota, Registry, Tenant
 from shared.tenancy.registry_source import RegistryProvider
 from shared.tenancy.routing import Router, RoutingError
 
@@ -164,7 +164,7 @@ class ResilientModelClient:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self.breakers = BreakerBoard(self.policy.breaker, clock)
-        self._budgets: dict[str, DeploymentBudget] = {}
+        self._budgets: dict[str, tuple[Capacity, DeploymentBudget]] = {}
         self._lines: dict[tuple[str, ...], asyncio.Lock] = {}
         self._wait = WaitRetryAfter(
             base_s=self.policy.backoff_base_s, cap_s=self.policy.backoff_cap_s
@@ -173,10 +173,12 @@ class ResilientModelClient:
         """calls, succeeded, throttled, failovers, retries, try_later: for benchmarks and demos."""
 
     def budget(self, deployment: Deployment) -> DeploymentBudget:
-        budget = self._budgets.get(deployment.name)
-        if budget is None or budget.tpm != deployment.capacity.tokens_per_minute:
-            budget = DeploymentBudget(deployment.capacity, clock=self._clock)
-            self._budgets[deployment.name] = budget
+        """The deployment's budget; a new one when the registry changed its capacity."""
+        known = self._budgets.get(deployment.name)
+        if known is not None and known[0] == deployment.capacity:
+            return known[1]
+        budget = DeploymentBudget(deployment.capacity, clock=self._clock)
+        self._budgets[deployment.name] = (deployment.capacity, budget)
         return budget
 
     async def complete(
