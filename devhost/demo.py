@@ -349,7 +349,9 @@ def render_table(tallies: list[Tally], seen: Resilience | None = None) -> str:
     lines.append("circuit breakers (transitions into each state, from the host's log):")
     deployments = sorted({d for d, _ in seen.transitions})
     for d in deployments:
-        moves = ", ".join(f"{s} x{n}" for (dd, s), n in sorted(seen.transitions.items()) if dd == d)
+        order = {"open": 0, "half_open": 1, "closed": 2}
+        moved = [(s, n) for (dd, s), n in seen.transitions.items() if dd == d]
+        moves = ", ".join(f"{s} x{n}" for s, n in sorted(moved, key=lambda m: order.get(m[0], 3)))
         lines.append(f"  {d}: {moves}")
     if not deployments:
         lines.append("  none: every breaker stayed closed")
@@ -375,6 +377,7 @@ async def run_demo(
             "a bad day at the model provider: "
             + "; ".join(
                 f"{f['deployment']} answers {f['kind']} to its next {f['count']} calls"
+                + (f" (retry-after {f['retry_after_s']} s)" if "retry_after_s" in f else "")
                 for f in BAD_DAY
             )
         )

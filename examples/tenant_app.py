@@ -56,7 +56,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--connection", required=True)
     parser.add_argument("--tenant", default="tailwind")
-    parser.add_argument("--timeout", type=float, default=30.0)
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        help="seconds to wait for the reply (a throttled request may be rescheduled for minutes)",
+    )
     parser.add_argument("question")
     args = parser.parse_args()
     reply = asyncio.run(ask(args.connection, args.tenant, args.question, args.timeout))

@@ -44,6 +44,9 @@ class RejectionReason:
     NO_USABLE_DEPLOYMENT: Final = "no_usable_deployment"
     REPLY_TO_NOT_ALLOWED: Final = "reply_to_not_allowed"
     MODEL_REJECTED_REQUEST: Final = "model_rejected_request"
+    REQUEST_EXCEEDS_QUOTA: Final = "request_exceeds_quota"
+    """One request needs more tokens (prompt estimate + max_tokens) than the tenant's whole
+    tokens-per-minute quota: it could never be admitted, so it is refused at once."""
 
 
 class ContractError(Exception):

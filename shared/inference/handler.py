@@ -325,7 +325,8 @@ class InferenceHandler:
         else:
             reason = FailureReason.DEADLINE_EXCEEDED
             detail = (
-                f"not served within {policy.deadline_s:g}s of the first enqueue ({later.reason})"
+                f"cannot be served within {policy.deadline_s:g}s of its first enqueue: the "
+                f"earliest room ({later.reason}) is later than that"
             )
         stored = await self._rt.results.save(
             InferenceResult(

@@ -39,7 +39,7 @@ from typing import Protocol
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
-from shared.contracts import ChatMessage, InferenceParameters
+from shared.contracts import ChatMessage, InferenceParameters, RejectionReason
 from shared.inference.model_clients import Completion, ModelPort
 from shared.inference.model_errors import ModelRateLimited, TransientModelError
 from shared.resilience.backoff import WaitRetryAfter
@@ -55,6 +55,10 @@ log = logging.getLogger(__name__)
 
 class UnknownTenant(RoutingError):
     """The tenant is not in the registry."""
+
+
+class RequestOverQuota(RoutingError):
+    """The request alone needs more tokens than the tenant's whole per-minute quota."""
 
 
 class TryLater(Exception):
@@ -216,9 +220,16 @@ class ResilientModelClient:
         raise AssertionError("unreachable")  # pragma: no cover - the stack does not swallow
 
     async def _admit_tenant(self, request: _Request, stack: AsyncExitStack) -> None:
+        tenant = request.tenant
+        tpm = tenant.quota.tokens_per_minute
+        if tpm is not None and request.tokens > tpm:
+            raise RequestOverQuota(
+                RejectionReason.REQUEST_EXCEEDS_QUOTA,
+                f"the request is charged {request.tokens} tokens (prompt estimate + max_tokens), "
+                f"more than the tenant's quota of {tpm} tokens per minute; lower max_tokens",
+            )
         if self._quotas is None:
             return
-        tenant = request.tenant
         verdict = await self._quotas.try_acquire(tenant.id, tenant.quota, request.tokens)
         if not verdict.allowed:
             self.stats["try_later"] += 1

@@ -232,3 +232,25 @@ async def test_a_request_whose_copy_is_too_large_to_reschedule_fails_with_the_re
     assert result["failure"]["reason"] == "cannot_reschedule"
     [reply] = replies.sent
     assert json.loads(reply.body)["status"] == "failed"
+
+
+async def test_a_request_larger_than_the_tenants_whole_token_quota_is_refused_at_once() -> None:
+    """tailwind's quota is 50,000 tokens a minute: a request charged more could never be admitted,
+    so it is rejected with the reason now, not rescheduled until the deadline."""
+    model = ScriptedModel()
+    replies, store = RecordingReplySender(), MemoryBlobStore()
+    rt = runtime(model, replies, store)
+    big = json.dumps(
+        {
+            "tenant_id": "tailwind",
+            "request_id": "r-big",
+            "messages": [{"role": "user", "content": "hello"}],
+            "parameters": {"max_tokens": 60_000},
+        }
+    ).encode()
+    assert await handle_inference_request(message(body=big), rt) is Outcome.REJECTED
+    assert model.calls == []
+    [reply] = replies.sent
+    record = json.loads(reply.body)
+    assert record["reason"] == "request_exceeds_quota"
+    assert "50000 tokens per minute" in record["detail"]
