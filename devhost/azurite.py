@@ -12,19 +12,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import signal
-import tempfile
 import threading
 from collections.abc import Iterable
 from contextlib import suppress
 from pathlib import Path
-from types import TracebackType
+from typing import Any
 
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob.aio import BlobServiceClient
 
-from devhost.processes import ROOT, ChildProcess, free_port
+from devhost.processes import ROOT, DataDirServer
 from shared.storage import names
 
 AZURITE_BLOB = ROOT / "devhost" / "node_modules" / ".bin" / "azurite-blob"
@@ -42,27 +40,17 @@ def connection_string(host: str, port: int) -> str:
     )
 
 
-class Azurite:
-    """One azurite-blob process; `stop()` sends SIGTERM, then SIGKILL after `stop_timeout_s`."""
+class Azurite(DataDirServer):
+    """One azurite-blob process; its blobs live in `location` (the data folder)."""
 
-    def __init__(
-        self,
-        *,
-        port: int | None = None,
-        location: Path | None = None,
-        host: str = "127.0.0.1",
-        log_path: Path | None = None,
-        ready_timeout_s: float = 30.0,
-        stop_timeout_s: float = 10.0,
-    ) -> None:
-        self.host = host
-        self.port = port or free_port(host)
-        self._own_location = location is None
-        self.location = location or Path(tempfile.mkdtemp(prefix="azurite-"))
-        self._log_path = log_path
-        self._ready_timeout_s = ready_timeout_s
-        self._stop_timeout_s = stop_timeout_s
-        self._process: ChildProcess | None = None
+    temp_prefix = "azurite-"
+
+    def __init__(self, *, location: Path | None = None, **options: Any) -> None:
+        super().__init__(data_dir=location, **options)
+
+    @property
+    def location(self) -> Path:
+        return self.data_dir
 
     @property
     def connection_string(self) -> str:
@@ -72,13 +60,12 @@ class Azurite:
     def blob_endpoint(self) -> str:
         return f"http://{self.host}:{self.port}/{ACCOUNT_NAME}"
 
-    def start(self) -> Azurite:
+    def command(self) -> list[str]:
         if not AZURITE_BLOB.exists():
             raise FileNotFoundError(
                 f"{AZURITE_BLOB} is missing: run `python3 dev.py bootstrap` (npm ci in devhost/)"
             )
-        self.location.mkdir(parents=True, exist_ok=True)
-        args = [
+        return [
             str(AZURITE_BLOB),
             "--blobHost",
             self.host,
@@ -90,41 +77,6 @@ class Azurite:
             "--disableTelemetry",
             "--silent",
         ]
-        self._process = ChildProcess(
-            args,
-            self.port,
-            host=self.host,
-            log_path=self._log_path,
-            ready_timeout_s=self._ready_timeout_s,
-        )
-        try:
-            self._process.start()
-        except BaseException:
-            self._remove_location()
-            raise
-        return self
-
-    def stop(self) -> None:
-        """Stop the process (safe to call twice) and remove a temporary data folder."""
-        if self._process is not None:
-            self._process.stop(self._stop_timeout_s)
-            self._process = None
-        self._remove_location()
-
-    def _remove_location(self) -> None:
-        if self._own_location:
-            shutil.rmtree(self.location, ignore_errors=True)
-
-    def __enter__(self) -> Azurite:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 async def create_containers(connection: str, containers: Iterable[str] = names.CONTAINERS) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shlex
 import statistics
 import sys
 import time
@@ -241,32 +242,15 @@ def log_fields(lines: Iterable[str]) -> Iterable[dict[str, str]]:
             at = line.find(f": {event}")
             if at >= 0:
                 text = line[at + 2 :]
-                name, _, rest = text.partition(" ")
-                fields = dict(_pairs(rest))
+                # key=value pairs; a value with spaces is in JSON quotes (key_values' format)
+                try:
+                    name, *pairs = shlex.split(text)
+                except ValueError:  # not one of ours after all (e.g. a quoted traceback line)
+                    break
+                fields = dict(pair.partition("=")[::2] for pair in pairs if "=" in pair)
                 fields["event"] = name
                 yield fields
                 break
-
-
-def _pairs(text: str) -> Iterable[tuple[str, str]]:
-    key = ""
-    i = 0
-    while i < len(text):
-        eq = text.find("=", i)
-        if eq < 0:
-            return
-        key = text[i:eq].strip()
-        if eq + 1 < len(text) and text[eq + 1] == '"':
-            end = eq + 2
-            while end < len(text) and not (text[end] == '"' and text[end - 1] != "\\"):
-                end += 1
-            yield key, text[eq + 2 : end]
-            i = end + 2
-        else:
-            end = text.find(" ", eq)
-            end = len(text) if end < 0 else end
-            yield key, text[eq + 1 : end]
-            i = end + 1
 
 
 @dataclass

@@ -7,13 +7,16 @@ port, a readiness check on that port, SIGTERM on the way out and SIGKILL if that
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from types import TracebackType
 from typing import Self
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,6 +116,86 @@ class ChildProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+
+class DataDirServer:
+    """A server child process on a loopback port with a data folder of its own: a temporary one
+    (removed on stop) unless one is given. Subclasses say how to start it (`command`). `stop()`
+    sends SIGTERM, then SIGKILL after `stop_timeout_s`; it is safe to call twice."""
+
+    temp_prefix = "server-"
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        data_dir: Path | None = None,
+        host: str = "127.0.0.1",
+        log_path: Path | None = None,
+        ready_timeout_s: float = 30.0,
+        stop_timeout_s: float = 10.0,
+    ) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self._own_data_dir = data_dir is None
+        self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix=self.temp_prefix))
+        self._log_path = log_path
+        self._ready_timeout_s = ready_timeout_s
+        self._stop_timeout_s = stop_timeout_s
+        self._process: ChildProcess | None = None
+
+    def command(self) -> list[str]:
+        """The command line that serves on `host:port` from `data_dir`."""
+        raise NotImplementedError
+
+    @property
+    def running(self) -> bool:
+        proc = self._process.proc if self._process else None
+        return proc is not None and proc.poll() is None
+
+    def start(self) -> Self:
+        args = self.command()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._process = ChildProcess(
+            args,
+            self.port,
+            host=self.host,
+            log_path=self._log_path,
+            ready_timeout_s=self._ready_timeout_s,
+        )
+        try:
+            self._process.start()
+        except BaseException:
+            self._remove_data_dir()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop the process (safe to call twice) and remove a temporary data folder."""
+        if self._process is not None:
+            self._process.stop(self._stop_timeout_s)
+            self._process = None
+        self._remove_data_dir()
+
+    def kill(self) -> None:
+        """SIGKILL: what a lost node looks like to its clients."""
+        if self._process is not None:
+            self._process.kill()
+
+    def _remove_data_dir(self) -> None:
+        if self._own_data_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
 
 
 def python_module(module: str, *args: str) -> list[str]:

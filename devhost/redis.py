@@ -24,12 +24,11 @@ import importlib.util
 import os
 import shutil
 import signal
-import tempfile
 import threading
 from pathlib import Path
 from types import TracebackType
 
-from devhost.processes import ChildProcess, free_port
+from devhost.processes import DataDirServer
 
 SERVER_BIN_ENV = "REDIS_SERVER_BIN"
 
@@ -55,43 +54,19 @@ def server_binary() -> Path:
     )
 
 
-class RedisServer:
-    """One server process; `stop()` sends SIGTERM, then SIGKILL after `stop_timeout_s`."""
+class RedisServer(DataDirServer):
+    """One server process, persistence off (see the module docstring)."""
 
-    def __init__(
-        self,
-        *,
-        port: int | None = None,
-        data_dir: Path | None = None,
-        host: str = "127.0.0.1",
-        log_path: Path | None = None,
-        ready_timeout_s: float = 30.0,
-        stop_timeout_s: float = 10.0,
-    ) -> None:
-        self.host = host
-        self.port = port or free_port(host)
-        self._own_data_dir = data_dir is None
-        self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="redis-"))
-        self._log_path = log_path
-        self._ready_timeout_s = ready_timeout_s
-        self._stop_timeout_s = stop_timeout_s
-        self._process: ChildProcess | None = None
+    temp_prefix = "redis-"
 
     @property
     def url(self) -> str:
         """What the app setting `REDIS_URL` holds (database 0, no TLS, no auth: loopback only)."""
         return f"redis://{self.host}:{self.port}/0"
 
-    @property
-    def running(self) -> bool:
-        proc = self._process.proc if self._process else None
-        return proc is not None and proc.poll() is None
-
-    def start(self) -> RedisServer:
-        binary = server_binary()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        args = [
-            str(binary),
+    def command(self) -> list[str]:
+        return [
+            str(server_binary()),
             "--bind",
             self.host,
             "--port",
@@ -109,46 +84,6 @@ class RedisServer:
             "--loglevel",
             "warning",
         ]
-        self._process = ChildProcess(
-            args,
-            self.port,
-            host=self.host,
-            log_path=self._log_path,
-            ready_timeout_s=self._ready_timeout_s,
-        )
-        try:
-            self._process.start()
-        except BaseException:
-            self._remove_data_dir()
-            raise
-        return self
-
-    def stop(self) -> None:
-        """Stop the process (safe to call twice) and remove a temporary data folder."""
-        if self._process is not None:
-            self._process.stop(self._stop_timeout_s)
-            self._process = None
-        self._remove_data_dir()
-
-    def kill(self) -> None:
-        """SIGKILL: what a lost cache node looks like to its clients."""
-        if self._process is not None:
-            self._process.kill()
-
-    def _remove_data_dir(self) -> None:
-        if self._own_data_dir:
-            shutil.rmtree(self.data_dir, ignore_errors=True)
-
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     async def __aenter__(self) -> RedisServer:
         """The same, for async code: starting waits for the port in a worker thread."""

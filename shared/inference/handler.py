@@ -22,6 +22,7 @@ that does not exist is logged and marked, never retried forever.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -527,15 +528,7 @@ def _compact(reply: Reply, body: bytes) -> Reply:
             + result_blob_name(result.tenant_id, result.request_id),
         }
     )
-    return Reply(
-        queue=reply.queue,
-        body=small.model_dump_json().encode("utf-8"),
-        correlation_id=reply.correlation_id,
-        message_id=reply.message_id,
-        session_id=reply.session_id,
-        subject=reply.subject,
-        application_properties=reply.application_properties,
-    )
+    return dataclasses.replace(reply, body=small.model_dump_json().encode("utf-8"))
 
 
 def _reply_properties(kind: str, tenant_id: str, request_id: str | None) -> dict[str, str | int]:
