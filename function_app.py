@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import azure.functions as func
 
+from shared.batch.handlers import batch_progress_response, handle_batch_upload
+from shared.drift.operator import drift_now
+from shared.feedback.handler import http_body
 from shared.inference.handler import handle_inference_request
 from shared.messages import InboundMessage
+from shared.runtime import get_runtime
 from shared.storage import names
 
 app = func.FunctionApp()
@@ -39,3 +43,77 @@ def inbound_message(msg: func.ServiceBusMessage) -> InboundMessage:
 async def infer(msg: func.ServiceBusMessage) -> None:
     """inference-requests -> result blob, usage line, reply. Returns: completed; raises: retried."""
     await handle_inference_request(inbound_message(msg))
+
+
+@app.function_name("feedback")
+@app.service_bus_queue_trigger(
+    arg_name="msg",
+    queue_name=names.FEEDBACK,
+    connection=names.SERVICEBUS_CONNECTION,
+)
+async def feedback(msg: func.ServiceBusMessage) -> None:
+    """feedback -> feedback record, rating stream, maybe a drift check. Rejections recorded."""
+    await get_runtime().feedback.handle_message(inbound_message(msg))
+
+
+@app.function_name("feedback_http")
+@app.route(
+    route="tenants/{tenant_id}/feedback",
+    methods=[func.HttpMethod.POST],
+    auth_level=func.AuthLevel.FUNCTION,
+)
+async def feedback_http(req: func.HttpRequest) -> func.HttpResponse:
+    """POST /api/tenants/{tenant_id}/feedback: 201 recorded, 200 revised, 4xx with a reason."""
+    answer = await get_runtime().feedback.handle_http(
+        req.route_params.get("tenant_id", ""), req.get_body()
+    )
+    return func.HttpResponse(
+        http_body(answer), status_code=answer.http_status, mimetype="application/json"
+    )
+
+
+@app.function_name("drift_evaluate_http")
+@app.route(
+    route="tenants/{tenant_id}/drift",
+    methods=[func.HttpMethod.POST],
+    auth_level=func.AuthLevel.ADMIN,
+)
+async def drift_evaluate_http(req: func.HttpRequest) -> func.HttpResponse:
+    """POST /api/tenants/{tenant_id}/drift (master key: operators): evaluate the tenant's rating
+    streams now; 200 with one summary per stream that had news, 404 for an unknown tenant."""
+    status, body = await drift_now(get_runtime(), req.route_params.get("tenant_id", ""))
+    return func.HttpResponse(body, status_code=status, mimetype="application/json")
+
+
+@app.function_name("drift_check")
+@app.timer_trigger(arg_name="timer", schedule="0 */5 * * * *", run_on_startup=False)
+async def drift_check(timer: func.TimerRequest) -> None:
+    """Every 5 minutes: evaluate every tenant's rating streams that have news (reports, actions)."""
+    await get_runtime().drift.evaluate_all(trigger="timer")
+
+
+@app.function_name("batch_upload")
+@app.blob_trigger(
+    arg_name="blob",
+    path=f"{names.UPLOADS_CONTAINER}/{{tenant}}/batch/{{name}}",
+    connection=names.STORAGE_CONNECTION,
+    source=func.BlobSource.EVENT_GRID,
+)
+async def batch_upload(blob: func.InputStream) -> None:
+    """uploads/<tenant>/batch/<name>.jsonl -> batch record, rows on inference-requests, errors
+    file. The handler streams the blob itself (pinned to its ETag); raises: retried."""
+    await handle_batch_upload(blob.name or "")
+
+
+@app.function_name("batch_progress")
+@app.route(
+    route="tenants/{tenant_id}/batches/{batch_id}",
+    methods=["GET"],
+    auth_level=func.AuthLevel.FUNCTION,
+)
+async def batch_progress(req: func.HttpRequest) -> func.HttpResponse:
+    """The batch record's progress: done / failed / pending, state, result and error files."""
+    status, body = await batch_progress_response(
+        req.route_params.get("tenant_id", ""), req.route_params.get("batch_id", "")
+    )
+    return func.HttpResponse(body, status_code=status, mimetype="application/json")

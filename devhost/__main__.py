@@ -35,12 +35,21 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--per-tenant", type=int, default=40, help="requests per tenant")
     demo.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for replies")
     demo.add_argument(
+        "--drift-requests",
+        type=int,
+        default=420,
+        help="requests in the drift act (0: skip it)",
+    )
+    demo.add_argument(
         "--calm", action="store_true", help="no injected 429s and 500s (a good day at the provider)"
     )
     args = parser.parse_args(argv)
 
     print("starting the local stack ...", flush=True)
-    with LocalStack(StackOptions(data_dir=fresh_data_dir(args.command))) as stack:
+    data_dir = fresh_data_dir(args.command)
+    # A drift evaluation after every 20 first ratings, so the demo's few hundred show it.
+    options = StackOptions(data_dir=data_dir, extra_settings={"DRIFT_CHECK_EVERY": "20"})
+    with LocalStack(options) as stack:
         if args.command == "up":
             return _up(stack)
         for what, where in stack.describe():
@@ -55,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
                 args.timeout,
                 host_log=stack.logs / "host.log",
                 bad_day=not args.calm,
+                drift_requests=args.drift_requests,
+                chart_to=data_dir / "drift-chart.png",
+                host_url=f"http://127.0.0.1:{stack.http_port}",
             )
         )
 

@@ -4,8 +4,10 @@ One pooled, one dedicated and one tuned tenant each send requests in one burst w
 azure-servicebus SDK and wait for replies on their own reply queue; a stranger sends garbage.
 Judged as a tenant would: every well-formed request must be answered (not failed, not
 dead-lettered), each broken one rejected with a reason; routing is checked against the simulator's
-own counts. The table also shows, from the Functions host's log, how the resilience layer got there:
-retries, failovers and reschedules per tenant and circuit-breaker transitions per deployment.
+own counts. Then the drift act (devhost/demo_drift.py): fabrikam's tuned model decays, its users'
+ratings show it, and exactly one fine-tune request must follow, with a report and a chart. The
+table also shows, from the Functions host's log, how the resilience layer got there: retries,
+failovers and reschedules per tenant and circuit-breaker transitions per deployment.
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ from azure.servicebus import ServiceBusMessage, ServiceBusSubQueue
 from azure.servicebus.aio import ServiceBusClient
 from azure.storage.blob.aio import BlobServiceClient
 
+from devhost.demo_batch import batch_act
+from devhost.demo_batch import describe as describe_batch_act
+from devhost.demo_drift import describe as describe_drift_act
+from devhost.demo_drift import run_drift_act
 from shared.storage import names
 
 TENANTS: tuple[tuple[str, str], ...] = (
@@ -351,10 +357,26 @@ async def run_demo(
     *,
     host_log: Path | None = None,
     bad_day: bool = True,
+    drift_requests: int = 420,
+    chart_to: Path | None = None,
+    host_url: str = "",
 ) -> int:
     tallies = [Tally(tenant, mode) for tenant, mode in TENANTS]
     stranger = Tally("(unknown)", "-")
     done = asyncio.Event()
+    drift = None
+    if drift_requests:
+        # First, on a calm provider: the act needs fabrikam's own deployment, not its fallback
+        # (the bad day below opens its breaker for 20 s). Its account is printed after the table.
+        print(f"drift act: fabrikam's app sends {drift_requests} requests and rates each answer")
+        drift = await run_drift_act(
+            servicebus,
+            storage,
+            host_url,
+            requests=drift_requests,
+            timeout_s=timeout_s,
+            chart_to=chart_to,
+        )
     deadline = time.monotonic() + timeout_s
     if bad_day:
         print(
@@ -385,11 +407,24 @@ async def run_demo(
     dead = sum(len(t.dead_lettered) for t in [*tallies, stranger])
     if dead:
         problems.append(f"{dead} message(s) dead-lettered")
+    if drift is not None:
+        print()
+        print("\n".join(describe_drift_act(drift)))
+        problems += [f"drift act: {p}" for p in drift.problems]
+    print()
+    batch = await batch_act(storage, timeout_s=timeout_s)
+    print("\n".join(describe_batch_act(batch)))
+    problems += [f"batch act: {p}" for p in batch.problems]
     for p in problems:
         print(f"FAILED: {p}", file=sys.stderr)
     if not problems:
         print(
             "every tenant's requests were answered, every broken one rejected with a reason, "
             "nothing dead-lettered; isolation kept"
+            + (
+                "; the decayed model was detected and one fine-tune requested"
+                if drift_requests
+                else ""
+            )
         )
     return 1 if problems else 0

@@ -72,7 +72,7 @@ param serviceBusDuplicateDetectionWindow string = 'PT10M'
 ])
 param storageSku string = 'Standard_LRS'
 
-@description('Days after which usage logs and rejection records are deleted by the lifecycle rule.')
+@description('Days after which usage logs, rejection records, the inference log and feedback are deleted by the lifecycle rule.')
 @minValue(1)
 param logRetentionDays int = 90
 
@@ -134,7 +134,7 @@ param mlComputeMaxNodes int = 1
 param mlComputeIdleTimeBeforeScaleDown string = 'PT10M'
 
 @description('Blob container that fine-tuning jobs read training data from; the cluster identity may read only this container.')
-param trainingDataContainerName string = 'uploads'
+param trainingDataContainerName string = 'training'
 
 @description('Network isolation: private endpoints for storage, Service Bus (Premium), Azure OpenAI / AI Services and the AML workspace, a VNet-integrated Function app, and no public network access to those services. Off by default.')
 param enablePrivateNetworking bool = false
@@ -166,6 +166,11 @@ var dataContainerNames = [
   'usage'
   'config'
   'uploads'
+  'inference-log'
+  'feedback'
+  'drift'
+  'training'
+  'batches'
 ]
 
 var configContainerName = 'config'
@@ -279,6 +284,8 @@ module storage 'modules/storage.bicep' = {
         prefixes: [
           'usage/'
           'rejected/'
+          'inference-log/'
+          'feedback/'
         ]
         deleteAfterDays: logRetentionDays
       }
@@ -665,6 +672,20 @@ module functionApp 'modules/function-app.bicep' = {
   ]
 }
 
+// Batch uploads (uploads/<tenant>/batch/*.jsonl): the storage account's Event Grid system topic;
+// infra/hooks/subscribe-uploads.sh subscribes the batch_upload trigger to it after deployment.
+module batchEvents 'modules/eventgrid.bicep' = {
+  name: 'batch-events'
+  scope: rg
+  params: {
+    name: '${abbrs.eventGridSystemTopics}${resourceToken}'
+    location: location
+    tags: tags
+    storageAccountName: storage.outputs.name
+    uploadsContainerName: 'uploads'
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Outputs: azd stores them in the environment; the settings are named as shared/settings.py reads them
 // ---------------------------------------------------------------------------------------------
@@ -682,6 +703,9 @@ output AZURE_OPENAI_NAME string = openAi.outputs.name
 output AZURE_ML_WORKSPACE_NAME string = ml.outputs.workspaceName
 output AZURE_ML_COMPUTE_NAME string = ml.outputs.computeName
 output AZURE_ML_TRAINING_IDENTITY_CLIENT_ID string = trainingIdentity.outputs.clientId
+output BATCH_EVENTS_TOPIC string = batchEvents.outputs.name
+output BATCH_EVENTS_SUBJECT_BEGINS_WITH string = batchEvents.outputs.subjectBeginsWith
+output BATCH_EVENTS_SUBJECT_ENDS_WITH string = batchEvents.outputs.subjectEndsWith
 
 output ServiceBusConnection__fullyQualifiedNamespace string = serviceBus.outputs.fullyQualifiedNamespace
 output AzureWebJobsStorage__blobServiceUri string = storage.outputs.blobEndpoint

@@ -21,6 +21,15 @@ from pathlib import Path
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.identity.aio import DefaultAzureCredential
 
+from shared.batch.fanout import ReplyRowSender, RowSender, ServiceBusRowSender
+from shared.batch.files import files_for
+from shared.batch.policy import BatchPolicy
+from shared.batch.service import Batches
+from shared.drift.monitor import DriftMonitor
+from shared.feedback.consent import Consent
+from shared.feedback.handler import FeedbackIntake
+from shared.feedback.inference_log import InferenceLog
+from shared.feedback.store import FeedbackStore
 from shared.inference.model_clients import ModelClients, ModelPort
 from shared.inference.rejections import RejectionLog
 from shared.inference.replies import ReplySender, ServiceBusReplySender, UnconfiguredReplySender
@@ -55,6 +64,10 @@ class Runtime:
     monotonic: Callable[[], float] = time.monotonic
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     rng: random.Random = field(default_factory=random.Random)
+    drift_check_every: int = 50
+    drift_window_days: int = 30
+    row_sender: RowSender | None = None
+    batch_policy: BatchPolicy = field(default_factory=BatchPolicy)
 
     @cached_property
     def resilient(self) -> ResilientModelClient:
@@ -82,6 +95,59 @@ class Runtime:
     def rejections(self) -> RejectionLog:
         return RejectionLog(self.store)
 
+    @cached_property
+    def batches(self) -> Batches:
+        """Batch uploads: intake and fan-out, the handler's row hook, progress."""
+        return Batches(
+            store=self.store,
+            files=files_for(self.store),
+            registry=self.registry,
+            sender=self.row_sender or ReplyRowSender(self.replies),
+            clock=self.clock,
+            policy=self.batch_policy,
+            default_max_tokens=self.policy.default_max_tokens,
+        )
+
+    @cached_property
+    def consent(self) -> Consent:
+        return Consent()
+
+    @cached_property
+    def inference_log(self) -> InferenceLog:
+        return InferenceLog(self.store, self.consent)
+
+    @cached_property
+    def feedback_store(self) -> FeedbackStore:
+        return FeedbackStore(self.store)
+
+    @cached_property
+    def drift(self) -> DriftMonitor:
+        return DriftMonitor(
+            store=self.store,
+            registry=self.registry,
+            feedback=self.feedback_store,
+            inference_log=self.inference_log,
+            sender=self.replies,
+            clock=self.clock,
+            window_days=self.drift_window_days,
+        )
+
+    @cached_property
+    def feedback(self) -> FeedbackIntake:
+        return FeedbackIntake(
+            registry=self.registry,
+            results=self.results,
+            feedback=self.feedback_store,
+            consent=self.consent,
+            rejections=self.rejections,
+            clock=self.clock,
+            drift_check=self._drift_check,
+            check_every=self.drift_check_every,
+        )
+
+    async def _drift_check(self, tenant_id: str, key: str) -> object:
+        return await self.drift.evaluate(tenant_id, key, trigger="feedback")
+
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
         needs_identity = (
@@ -96,8 +162,10 @@ class Runtime:
             )
         store = _blob_store(settings, credential)
         replies: ReplySender
+        row_sender: RowSender | None = None
         if settings.servicebus_connection_string or settings.servicebus_namespace:
             replies = ServiceBusReplySender.from_settings(settings, credential)
+            row_sender = ServiceBusRowSender.from_settings(settings, credential)
         else:
             replies = UnconfiguredReplySender()
         return cls(
@@ -121,11 +189,18 @@ class Runtime:
                 deadline_s=settings.reschedule_deadline_seconds,
                 max_reschedules=settings.reschedule_max_attempts,
             ),
+            row_sender=row_sender,
+            batch_policy=BatchPolicy(
+                max_upload_bytes=settings.batch_max_upload_bytes,
+                quota_share=settings.batch_quota_share,
+            ),
         )
 
     async def close(self) -> None:
         await self.models.close()
         await self.replies.close()
+        if self.row_sender is not None:
+            await self.row_sender.close()
         await self.store.close()
         if self.quotas is not None:
             await self.quotas.close()
@@ -147,6 +222,7 @@ def resilience_policy(settings: Settings) -> ResiliencePolicy:
         max_wait_s=min(settings.resilience_max_wait_seconds, budget),
         max_attempts=settings.resilience_max_attempts,
         default_max_tokens=settings.model_default_max_tokens,
+        batch_quota_share=settings.batch_quota_share,
     )
 
 

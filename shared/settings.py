@@ -101,6 +101,34 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("MODEL_DEFAULT_MAX_TOKENS"),
         description="what a deployment is assumed to charge a request that sets no max_tokens",
     )
+    batch_max_upload_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1,
+        validation_alias=AliasChoices("BATCH_MAX_UPLOAD_BYTES"),
+        description="a batch upload larger than this is refused whole, before it is read",
+    )
+    batch_quota_share: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        validation_alias=AliasChoices("BATCH_QUOTA_SHARE"),
+        description="the part of a tenant's per-minute quota its batch rows may use; the rest "
+        "is kept for its interactive requests",
+    )
+    drift_check_every: int = Field(
+        default=50,
+        ge=1,
+        validation_alias=AliasChoices("DRIFT_CHECK_EVERY"),
+        description="a drift evaluation runs after every this many first ratings of a model "
+        "version (and on the drift timer)",
+    )
+    drift_window_days: int = Field(
+        default=30,
+        ge=1,
+        le=365,
+        validation_alias=AliasChoices("DRIFT_WINDOW_DAYS"),
+        description="days of feedback and inference log a training set is built from",
+    )
 
 
 # Settings that Azure sets optionally or that only the local stack uses; the infra contract test
@@ -119,6 +147,10 @@ OPTIONAL_IN_AZURE: frozenset[str] = frozenset(
         "RESCHEDULE_DEADLINE_SECONDS",
         "RESCHEDULE_MAX_ATTEMPTS",
         "MODEL_DEFAULT_MAX_TOKENS",
+        "BATCH_MAX_UPLOAD_BYTES",
+        "BATCH_QUOTA_SHARE",
+        "DRIFT_CHECK_EVERY",
+        "DRIFT_WINDOW_DAYS",
     }
 )
 

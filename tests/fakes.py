@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from shared.contracts import ChatMessage, InferenceParameters
 from shared.inference.model_clients import Completion
@@ -113,3 +113,15 @@ def memory_runtime(
         sleep=ticks.sleep,
         rng=random.Random(seed),
     )
+
+
+@dataclass
+class TickingClock:
+    """A UTC clock that moves `step` forward on every reading (distinct, ordered timestamps)."""
+
+    at: datetime = field(default_factory=lambda: datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC))
+    step: timedelta = field(default_factory=lambda: timedelta(milliseconds=10))
+
+    def __call__(self) -> datetime:
+        self.at += self.step
+        return self.at

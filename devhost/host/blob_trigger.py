@@ -115,7 +115,14 @@ class BlobTriggerListener:
         self._missing_container_logged = False
 
     def describe(self) -> str:
-        return f"{self.spec.name}: blobs {self.path.container}/{self.path.pattern}"
+        # Event Grid-sourced triggers (Flex Consumption) are polled here too: Azurite emits no
+        # Event Grid events, and the function gets the same InputStream either way.
+        source = " (Event Grid source, polled)" if self.event_grid else ""
+        return f"{self.spec.name}: blobs {self.path.container}/{self.path.pattern}{source}"
+
+    @property
+    def event_grid(self) -> bool:
+        return str(self.spec.prop("source") or "").lower() == "eventgrid"
 
     @property
     def receipt_prefix(self) -> str:

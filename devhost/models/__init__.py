@@ -2,7 +2,8 @@
 
 Serves the HTTP APIs that `openai.AsyncAzureOpenAI` and
 `azure.ai.inference.aio.ChatCompletionsClient` call, with per-deployment TPM/RPM limits and real
-429s, latency, injectable faults, per-tenant stats and a quality hook.
+429s, latency, injectable faults, per-tenant stats and a quality model (per deployment and
+prompt topic, with a decay schedule; optionally a good/poor verdict marked on each reply).
 
     sim = await start_simulator(load_config("devhost/models.config.json"))   # port 0: a free one
     ... AsyncAzureOpenAI(azure_endpoint=sim.url, api_key="sim-key", api_version="2024-10-21")
@@ -16,13 +17,24 @@ from devhost.models.config import (
     ConfigError,
     DeploymentConfig,
     LatencyConfig,
+    QualityStep,
     SimulatorConfig,
     load_config,
     parse_config,
 )
 from devhost.models.faults import FaultSpec
 from devhost.models.limiter import Decision, RateLimiter
-from devhost.models.quality import QualityModel, StaticQuality
+from devhost.models.quality import (
+    GOOD_ANSWER_MARK,
+    POOR_ANSWER_MARK,
+    QualityModel,
+    ScheduledQuality,
+    StaticQuality,
+    VerdictModel,
+    Verdicts,
+    topic_of,
+    verdict_of,
+)
 from devhost.models.server import RunningSimulator, Simulator, start_simulator
 from devhost.models.threaded import ThreadedSimulator, start_simulator_in_thread
 
@@ -30,20 +42,28 @@ DEFAULT_CONFIG_PATH = "devhost/models.config.json"
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
+    "GOOD_ANSWER_MARK",
+    "POOR_ANSWER_MARK",
     "ConfigError",
     "Decision",
     "DeploymentConfig",
     "FaultSpec",
     "LatencyConfig",
     "QualityModel",
+    "QualityStep",
     "RateLimiter",
     "RunningSimulator",
+    "ScheduledQuality",
     "Simulator",
     "SimulatorConfig",
     "StaticQuality",
     "ThreadedSimulator",
+    "VerdictModel",
+    "Verdicts",
     "load_config",
     "parse_config",
     "start_simulator",
     "start_simulator_in_thread",
+    "topic_of",
+    "verdict_of",
 ]

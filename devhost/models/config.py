@@ -2,19 +2,44 @@
 
 ```json
 {"api_keys": ["sim-key"],
+ "answer_verdicts": true,
  "deployments": [{"name": "gpt-4o-mini-pool-a", "kind": "azure_openai", "model": "gpt-4o-mini",
                   "tpm": 200000, "rpm": 0, "latency_ms": {"base": 5, "per_token": 0.2},
-                  "quality": 0.8, "faults": []}]}
+                  "quality": 0.8, "quality_by_topic": {"billing": 0.85, "legal": 0.6},
+                  "quality_schedule": [{"after_requests": 150, "quality": 0.55}],
+                  "faults": []}]}
 ```
+
+Quality (see devhost/models/quality.py): the chance (0..1) that a deployment's answer is good.
+- `quality`: for a prompt of any topic not in `quality_by_topic`.
+- `quality_by_topic`: per topic, the first `#tag` of the last user message (lowercase; a prompt
+  without one is topic "general").
+- `quality_schedule`: steps `{"after_requests": n, "quality": q, "quality_by_topic": {...}}` in
+  ascending, unique `after_requests`. Once the deployment has served n successful requests (its
+  n+1-th onward), `quality` becomes q (when given) and each listed topic's quality becomes its
+  value; the steps apply in turn, each on top of the ones before (a topic that no step lists
+  keeps its quality). This is how a deployment decays mid-run (quality drift).
+- `answer_verdicts` (top level, default false): draw a verdict per answer, good with that chance,
+  and append ` [sim: good answer]` or ` [sim: poor answer]` to the reply text; headers
+  `x-sim-topic` and `x-sim-verdict` say the same. Off, replies are as without a quality model.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from devhost.models.faults import FaultSpec
 
@@ -22,6 +47,12 @@ DeploymentKind = Literal["azure_openai", "ai_inference"]
 
 # Azure deployment names: letters, digits, '-', '_', '.'; we keep them URL-safe.
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+TOPIC_PATTERN = r"[a-z0-9][a-z0-9_-]{0,31}"
+"""A prompt topic, as written after '#' in a prompt (then lowercased); quality.py reads it."""
+_TOPIC_KEY = re.compile(rf"^{TOPIC_PATTERN}$")
+
+Chance = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 class ConfigError(ValueError):
@@ -38,6 +69,35 @@ class LatencyConfig(BaseModel):
         return (self.base + self.per_token * completion_tokens) / 1000.0
 
 
+def _check_topics(topics: dict[str, float]) -> dict[str, float]:
+    for topic in topics:
+        if not _TOPIC_KEY.match(topic):
+            raise ValueError(
+                f"topic {topic!r} must be lowercase letters, digits, '_' or '-' "
+                "(1 to 32, not starting with '_' or '-'), as written after '#' in a prompt"
+            )
+    return topics
+
+
+TopicQualities = Annotated[dict[str, Chance], AfterValidator(_check_topics)]
+
+
+class QualityStep(BaseModel):
+    """From the deployment's `after_requests`-th successful request on, these qualities hold."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    after_requests: Annotated[int, Field(ge=0)]
+    quality: Chance | None = None
+    quality_by_topic: TopicQualities = {}
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> QualityStep:
+        if self.quality is None and not self.quality_by_topic:
+            raise ValueError("a quality step needs 'quality', 'quality_by_topic' or both")
+        return self
+
+
 class DeploymentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -49,8 +109,19 @@ class DeploymentConfig(BaseModel):
         int, Field(ge=0, description="requests per minute; 0 = 6 per 1,000 TPM, or unlimited")
     ] = 0
     latency_ms: LatencyConfig = LatencyConfig()
-    quality: Annotated[float, Field(ge=0.0, le=1.0)] = 0.8
+    quality: Chance = 0.8
+    quality_by_topic: TopicQualities = {}
+    quality_schedule: list[QualityStep] = []
     faults: list[FaultSpec] = []
+
+    @model_validator(mode="after")
+    def _schedule_ascends(self) -> DeploymentConfig:
+        after = [step.after_requests for step in self.quality_schedule]
+        if any(b <= a for a, b in pairwise(after)):
+            raise ValueError(
+                f"quality_schedule: after_requests must be ascending and unique, got {after}"
+            )
+        return self
 
 
 class SimulatorConfig(BaseModel):
@@ -64,6 +135,10 @@ class SimulatorConfig(BaseModel):
     ] = 256
     accept_any_bearer: Annotated[
         bool, Field(description="accept any non-empty Bearer token (stands in for Entra ID)")
+    ] = False
+    answer_verdicts: Annotated[
+        bool,
+        Field(description="mark each reply good or poor, drawn with the deployment's quality"),
     ] = False
 
     @model_validator(mode="after")

@@ -9,6 +9,11 @@ Routes:
 - `GET /admin/health`, `GET /admin/stats`, `POST /admin/reset`,
   `GET|POST|DELETE /admin/faults`, `GET /admin/deployments`, `PUT /admin/deployments/{name}`.
 
+Each served request is scored by the quality model (default `ScheduledQuality`: per deployment
+and prompt topic, after the deployment's quality schedule), sent as `x-sim-quality`; with
+`answer_verdicts` on, each reply ends with a drawn verdict's mark (see quality.py) and the
+`x-sim-topic` and `x-sim-verdict` headers are sent.
+
 The per-request path is lean: no file I/O, no logging, no pydantic; one limiter and one stats
 cell per call.
 """
@@ -33,7 +38,15 @@ from devhost.models import errors
 from devhost.models.config import DeploymentConfig, SimulatorConfig, load_config
 from devhost.models.faults import ANY_DEPLOYMENT, FaultBoard, FaultSpec
 from devhost.models.limiter import RateLimiter
-from devhost.models.quality import QualityModel, StaticQuality
+from devhost.models.quality import (
+    MARK_TOKENS,
+    QualityModel,
+    ScheduledQuality,
+    VerdictModel,
+    Verdicts,
+    mark_reply,
+    topic_of,
+)
 from devhost.models.replies import make_reply
 from devhost.models.stats import NO_TENANT, Stats
 from devhost.models.tokens import estimate_prompt_tokens
@@ -102,7 +115,10 @@ class Simulator:
         self._accept_any_bearer = config.accept_any_bearer
         self._default_max_tokens = config.default_max_tokens
         self._api_keys = list(config.api_keys)
-        self.quality_model: QualityModel = quality_model or StaticQuality()
+        self._answer_verdicts = config.answer_verdicts
+        model = quality_model or ScheduledQuality()
+        self.quality_model: QualityModel = model
+        self.verdicts: VerdictModel = model if isinstance(model, VerdictModel) else Verdicts()
         self.faults = FaultBoard(clock)
         self.stats = Stats()
         self._deployments: dict[str, _Deployment] = {}
@@ -119,23 +135,27 @@ class Simulator:
             deployments=[d.config for d in self._deployments.values()],
             default_max_tokens=self._default_max_tokens,
             accept_any_bearer=self._accept_any_bearer,
+            answer_verdicts=self._answer_verdicts,
         )
 
     def put_deployment(self, config: DeploymentConfig) -> bool:
-        """Add or replace a deployment (fresh limiter; its configured faults installed).
-        True when it is new."""
+        """Add or replace a deployment (fresh limiter, quality schedule and verdict draws; its
+        configured faults installed). True when it is new."""
         new = config.name not in self._deployments
         self._deployments[config.name] = _Deployment(
             config, RateLimiter(config.tpm, config.rpm, self._clock)
         )
         self.faults.clear(config.name)
+        self.verdicts.reset(config.name)
         for spec in config.faults:
             self.faults.add(config.name, spec)
         return new
 
     def reset(self) -> None:
-        """Clear the stats and every limiter's state (faults stay)."""
+        """Clear the stats, every limiter's state and the quality model's counts and draws (faults
+        stay)."""
         self.stats.reset()
+        self.verdicts.reset()
         for d in self._deployments.values():
             d.limiter.reset()
 
@@ -242,9 +262,22 @@ class Simulator:
             return errors.throttled(api_version, decision.limit, decision.retry_after_s, headers)
 
         config = dep.config
-        replies = [make_reply(name, chat.messages, chat.max_tokens, i) for i in range(chat.n)]
-        completion_tokens = sum(r.tokens for r in replies)
         quality = self.quality_model.score(config, tenant, chat.messages)
+        if self._answer_verdicts:
+            # Drawn before any await, so the draws follow the order the requests arrived in.
+            verdicts = [self.verdicts.draw(name, quality) for _ in range(chat.n)]
+            budget = None if chat.max_tokens is None else max(chat.max_tokens - MARK_TOKENS, 0)
+            replies = [
+                mark_reply(make_reply(name, chat.messages, budget, i), good)
+                for i, good in enumerate(verdicts)
+            ]
+            headers["x-sim-topic"] = topic_of(chat.messages)
+            headers["x-sim-verdict"] = ",".join("good" if good else "poor" for good in verdicts)
+            cell.verdicts += len(verdicts)
+            cell.good += sum(verdicts)
+        else:
+            replies = [make_reply(name, chat.messages, chat.max_tokens, i) for i in range(chat.n)]
+        completion_tokens = sum(r.tokens for r in replies)
         cell.ok += 1
         cell.prompt_tokens += prompt_tokens
         cell.completion_tokens += completion_tokens

@@ -25,6 +25,9 @@ class Counters:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     quality_sum: float = 0.0
+    verdicts: int = 0
+    """Answers given a verdict (with answer_verdicts on; one per choice)."""
+    good: int = 0
 
     def add(self, other: Counters) -> None:
         for f in fields(self):
@@ -41,6 +44,9 @@ class Counters:
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
             "quality_mean": round(self.quality_sum / self.ok, 6) if self.ok else None,
+            "verdicts": self.verdicts,
+            "good": self.good,
+            "good_rate": round(self.good / self.verdicts, 6) if self.verdicts else None,
         }
 
 

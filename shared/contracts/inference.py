@@ -172,6 +172,7 @@ class InferenceResult(_Strict):
     status: Literal["succeeded", "failed"] = "succeeded"
     deployment: str | None
     model: str | None
+    model_version: str | None = None
     message: ChatMessage | None
     finish_reason: str | None
     usage: TokenUsage
@@ -187,7 +188,7 @@ class RejectionRecord(_Strict):
     """`inference.rejected` v1: written to `rejected/<tenant or _unknown>/<message_id>.json` and,
     for a known tenant with an allowed `reply_to`, sent there too."""
 
-    type: Literal["inference.rejected"] = REJECTED_TYPE
+    type: Literal["inference.rejected", "feedback.rejected"] = REJECTED_TYPE
     version: Literal[1] = CONTRACT_VERSION
     reason: str
     detail: str

@@ -15,9 +15,10 @@ The outcome decides what the host does with the message:
 Idempotent by request id: a result already in `results/` is never recomputed; only its reply is
 sent again if it was not sent before. Steps, in order: model call (through the resilient client:
 retries, breakers, failover, quotas), usage line (so every real call is metered, even one whose
-result write fails), result (If-None-Match), reply. A reply the queue can never take (larger than
-its message size limit) is replaced by a compact one that points to the result blob; a reply queue
-that does not exist is logged and marked, never retried forever.
+result write fails), inference log line (within the tenant's consent, scrubbed:
+`shared.feedback.inference_log`), result (If-None-Match), reply. A reply the queue can never take
+(larger than its message size limit) is replaced by a compact one that points to the result blob;
+a reply queue that does not exist is logged and marked, never retried forever.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from shared.inference.replies import Reply
 from shared.inference.results import StoredResult, result_blob_name
 from shared.messages import InboundMessage
 from shared.resilience.client import ResilientCompletion, TryLater
+from shared.resilience.priority import queued_seconds, traffic_priority
 from shared.resilience.reschedule import History, Plan, history_of, plan
 from shared.runtime import Runtime, get_runtime
 from shared.storage import names
@@ -102,10 +104,13 @@ class InferenceHandler:
 
     async def handle(self, message: InboundMessage) -> Outcome:
         try:
-            return await self._handle(message)
+            outcome = await self._handle(message)
         except _Rejected as rejection:
             await self._reject(message, rejection)
-            return Outcome.REJECTED
+            outcome = Outcome.REJECTED
+        # A batch row that ended (result, failure, rejection) counts in its batch; else a no-op.
+        await self._rt.batches.row_settled(message, outcome.value)
+        return outcome
 
     async def _handle(self, message: InboundMessage) -> Outcome:
         registry = await self._rt.registry.get()
@@ -177,12 +182,23 @@ class InferenceHandler:
                 at=now,
             )
         )
+        await self._rt.inference_log.record(
+            tenant,
+            request_id=request.request_id,
+            messages=request.messages,
+            feature=request.feature,
+            deployment=deployment,
+            model=completion.model,
+            answer=completion.content,
+            at=now,
+        )
         return await self._rt.results.save(
             InferenceResult(
                 tenant_id=tenant.id,
                 request_id=request.request_id,
                 deployment=deployment.name,
                 model=completion.model,
+                model_version=deployment.model_version,
                 message=contracts.ChatMessage(role="assistant", content=completion.content),
                 finish_reason=completion.finish_reason,
                 usage=tokens,
@@ -203,7 +219,12 @@ class InferenceHandler:
         or that the model refuses is rejected; TryLater and configuration errors propagate."""
         try:
             return await self._rt.resilient.complete_for(
-                registry, tenant, request.messages, request.parameters
+                registry,
+                tenant,
+                request.messages,
+                request.parameters,
+                priority=traffic_priority(message.application_properties),
+                queued_s=queued_seconds(message.enqueued_time, self._rt.clock()),
             )
         except RoutingError as exc:
             raise _Rejected(

@@ -23,9 +23,12 @@ def safe_message_id(message_id: str) -> str:
     return "sha256-" + hashlib.sha256(message_id.encode("utf-8")).hexdigest()[:40]
 
 
-def rejection_blob_name(known_tenant_id: str | None, message_id: str) -> str:
+def rejection_blob_name(known_tenant_id: str | None, message_id: str, kind: str = "") -> str:
+    """`<tenant>/<message id>.json`; other contracts than inference.request file theirs under
+    `<tenant>/<kind>/` (feedback rejections under `<tenant>/feedback/`)."""
     prefix = known_tenant_id or names.UNKNOWN_TENANT_PREFIX
-    return f"{prefix}/{safe_message_id(message_id)}.json"
+    folder = f"{kind}/" if kind else ""
+    return f"{prefix}/{folder}{safe_message_id(message_id)}.json"
 
 
 class RejectionLog:
@@ -33,8 +36,10 @@ class RejectionLog:
         self._store = store
         self._container = container
 
-    async def write(self, record: RejectionRecord, *, known_tenant_id: str | None) -> str:
+    async def write(
+        self, record: RejectionRecord, *, known_tenant_id: str | None, kind: str = ""
+    ) -> str:
         """Store the record (a redelivery rewrites the same blob); returns its name."""
-        name = rejection_blob_name(known_tenant_id, record.message_id)
+        name = rejection_blob_name(known_tenant_id, record.message_id, kind)
         await self._store.put(self._container, name, record.model_dump_json().encode("utf-8"))
         return name

@@ -44,6 +44,7 @@ from shared.inference.model_clients import Completion, ModelPort
 from shared.inference.model_errors import ModelRateLimited, TransientModelError
 from shared.resilience.backoff import WaitRetryAfter
 from shared.resilience.breaker import BreakerBoard, BreakerPolicy
+from shared.resilience.priority import Priority
 from shared.resilience.rate_budget import DeploymentBudget, admission_tokens
 from shared.structured_logging import key_values
 from shared.tenancy.registry import Capacity, Deployment, Quota, Registry, Tenant
@@ -88,7 +89,9 @@ class QuotaVerdict(Protocol):
 class QuotaPort(Protocol):
     """Per-tenant quotas (`shared.resilience.quotas.TenantQuotas`)."""
 
-    async def try_acquire(self, tenant_id: str, quota: Quota, tokens: int) -> QuotaVerdict: ...
+    async def try_acquire(
+        self, tenant_id: str, quota: Quota, tokens: int, *, share: float = 1.0
+    ) -> QuotaVerdict: ...
 
     def bulkhead(self, tenant_id: str, quota: Quota) -> asyncio.Semaphore | None: ...
 
@@ -110,6 +113,12 @@ class ResiliencePolicy:
     default_max_tokens: int = 256
     max_retry_after_s: float = 300.0
     """A server's retry hint beyond this (e.g. an HTTP date years ahead) is read as this."""
+    batch_quota_share: float = 0.5
+    """The part of a tenant's quota its batch rows may use (shared.resilience.priority)."""
+    batch_max_queued_s: float = 1.0
+    """A batch row that waited in the queue longer than this steps aside (is rescheduled)."""
+    batch_step_aside_s: float = 5.0
+    """How much later a batch row that stepped aside comes back."""
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
 
 
@@ -138,6 +147,8 @@ class _Request:
     tenant: Tenant
     candidates: list[Deployment]
     tokens: int
+    priority: Priority = Priority.INTERACTIVE
+    queued_s: float = 0.0
     failed: list[str] = field(default_factory=list)
     attempts: int = 0
     failovers: int = 0
@@ -205,14 +216,21 @@ class ResilientModelClient:
         tenant: Tenant,
         messages: Sequence[ChatMessage],
         parameters: InferenceParameters,
+        *,
+        priority: Priority = Priority.INTERACTIVE,
+        queued_s: float = 0.0,
     ) -> ResilientCompletion:
-        """`complete` for a caller that holds the registry and tenant already."""
+        """`complete` for a caller that holds the registry and tenant already; a batch row
+        (`priority`; `queued_s`: how long it waited in the queue) gets what interactive requests
+        leave (shared.resilience.priority)."""
         request = _Request(
             tenant=tenant,
             candidates=self._router.candidates(registry, tenant),
             tokens=admission_tokens(
                 (m.content for m in messages), parameters.max_tokens, self.policy.default_max_tokens
             ),
+            priority=priority,
+            queued_s=queued_s,
         )
         async with AsyncExitStack() as stack:
             await self._admit_tenant(request, stack)
@@ -228,9 +246,18 @@ class ResilientModelClient:
                 f"the request is charged {request.tokens} tokens (prompt estimate + max_tokens), "
                 f"more than the tenant's quota of {tpm} tokens per minute; lower max_tokens",
             )
+        policy = self.policy
+        if request.priority is Priority.BATCH and request.queued_s > policy.batch_max_queued_s:
+            self.stats["try_later"] += 1  # the host is behind: interactive requests first
+            raise TryLater(policy.batch_step_aside_s, "interactive_first", attempts=0, throttled=0)
         if self._quotas is None:
             return
-        verdict = await self._quotas.try_acquire(tenant.id, tenant.quota, request.tokens)
+        if request.priority is Priority.BATCH:
+            verdict = await self._quotas.try_acquire(
+                tenant.id, tenant.quota, request.tokens, share=self.policy.batch_quota_share
+            )
+        else:
+            verdict = await self._quotas.try_acquire(tenant.id, tenant.quota, request.tokens)
         if not verdict.allowed:
             self.stats["try_later"] += 1
             raise TryLater(
@@ -333,6 +360,9 @@ class ResilientModelClient:
             deployment = self._pick(request)
             if deployment is not None:
                 return deployment
+        if request.priority is Priority.BATCH:  # never ahead of, nor among, waiting requests
+            behind = max(self._earliest_room(request) - self._clock(), 1.0)
+            raise _NoRoomNow("batch row: no room now", retry_after_s=behind, why="deployments_busy")
         line = self._lines.setdefault(key, asyncio.Lock())
         now = self._clock()
         budget_end = request.started + self.policy.time_budget_s

@@ -57,6 +57,7 @@ exercised against Azure in a deployment (the tests check that such a URL gets th
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import time
@@ -80,6 +81,7 @@ from shared.tenancy.registry import Quota
 log = logging.getLogger(__name__)
 
 TOKENS_PER_MINUTE: Final = "tokens_per_minute"
+BATCH_PREFIX: Final = "batch_"  # the batch-only counters: batch_requests_per_minute, ...
 REQUESTS_PER_MINUTE: Final = "requests_per_minute"
 WINDOW_S: Final = 60
 STORE_RETRY_S: Final = 30.0  # after a failure, serve per instance this long before trying again
@@ -134,6 +136,12 @@ class _Charge:
     limit_name: str
     limit: int
     cost: int
+    room: int = 0
+    """The most this charge may fill the window to (the limit, or a share of it); 0: limit."""
+
+    @property
+    def ceiling(self) -> int:
+        return self.room or self.limit
 
 
 class _Counters(Protocol):
@@ -240,9 +248,9 @@ async def _decide(counters: _Counters, tenant_id: str, charges: list[_Charge]) -
         *(counters.window(key, charge.limit) for key, charge in zip(keys, charges, strict=True))
     )
     short = [
-        (window.wait_s(charge.limit, charge.cost), charge.limit_name)
+        (window.wait_s(charge.ceiling, charge.cost), charge.limit_name)
         for window, charge in zip(windows, charges, strict=True)
-        if not window.has_room(charge.limit, charge.cost)
+        if not window.has_room(charge.ceiling, charge.cost)
     ]
     if short:
         wait, limit_name = max(short)
@@ -283,9 +291,13 @@ class TenantQuotas:
         """True while the shared store is unreachable and limits are per instance."""
         return self._retry_store_at is not None
 
-    async def try_acquire(self, tenant_id: str, quota: Quota, tokens: int) -> QuotaDecision:
-        """Charge one request and `tokens` tokens, or refuse without charging."""
-        charges = _charges(quota, tokens)
+    async def try_acquire(
+        self, tenant_id: str, quota: Quota, tokens: int, *, share: float = 1.0
+    ) -> QuotaDecision:
+        """Charge one request and `tokens` tokens, or refuse without charging. `share` < 1 (a
+        batch row): refuse unless the charge fits that part of each limit, so the rest stays
+        free for the tenant's interactive requests (the counters are the same ones)."""
+        charges = _charges(quota, tokens, share)
         if not charges:
             return ALLOWED
         shared = self._shared
@@ -348,12 +360,33 @@ class TenantQuotas:
         log.info(key_values(extra), extra=extra)
 
 
-def _charges(quota: Quota, tokens: int) -> list[_Charge]:
+def _charges(quota: Quota, tokens: int, share: float = 1.0) -> list[_Charge]:
+    """The tenant's charges; for a batch row (`share` < 1) each limit is also charged to a
+    batch-only counter whose limit is the share (atomic in the store, so instances racing cannot
+    together pass it), and checked against the share on the tenant's own counter (so interactive
+    use leaves the batch less)."""
     charges = []
     if quota.requests_per_minute is not None:
-        charges.append(_Charge(REQUESTS_PER_MINUTE, quota.requests_per_minute, 1))
+        limit = quota.requests_per_minute
+        charges += _with_share(_Charge(REQUESTS_PER_MINUTE, limit, 1), share)
     if quota.tokens_per_minute is not None and tokens > 0:
         # More than the whole quota is charged as the whole quota: it fits an empty window.
         limit = quota.tokens_per_minute
-        charges.append(_Charge(TOKENS_PER_MINUTE, limit, min(tokens, limit)))
+        charges += _with_share(_Charge(TOKENS_PER_MINUTE, limit, min(tokens, limit)), share)
     return charges
+
+
+def _with_share(charge: _Charge, share: float) -> list[_Charge]:
+    ceiling = _share_of(charge.limit, share, charge.cost)
+    if not ceiling:
+        return [charge]
+    batch = _Charge(BATCH_PREFIX + charge.limit_name, ceiling, charge.cost)
+    return [batch, dataclasses.replace(charge, room=ceiling)]
+
+
+def _share_of(limit: int, share: float, cost: int) -> int:
+    """The ceiling for a charge that may use `share` of `limit` (at least its own cost, so a
+    row always fits an empty window); 0 (the limit itself) for a whole share."""
+    if share >= 1.0:
+        return 0
+    return min(limit, max(cost, math.floor(limit * max(share, 0.0))))

@@ -19,12 +19,21 @@ INPUT_QUEUES: Final = (INFERENCE_REQUESTS, FEEDBACK, FINETUNE_JOBS)
 
 # The app setting (prefix) that holds the Service Bus connection, as the trigger binding names it.
 SERVICEBUS_CONNECTION: Final = "ServiceBusConnection"
+# The app setting (prefix) of the storage account a blob trigger watches (the host storage).
+STORAGE_CONNECTION: Final = "AzureWebJobsStorage"
 
 RESULTS_CONTAINER: Final = "results"
 REJECTED_CONTAINER: Final = "rejected"
 USAGE_CONTAINER: Final = "usage"
 CONFIG_CONTAINER: Final = "config"
 UPLOADS_CONTAINER: Final = "uploads"
+# Kept for analysis and training, within each tenant's consent (shared.feedback.consent).
+INFERENCE_LOG_CONTAINER: Final = "inference-log"
+FEEDBACK_CONTAINER: Final = "feedback"
+DRIFT_CONTAINER: Final = "drift"
+TRAINING_CONTAINER: Final = "training"
+# Batch uploads: one record per batch (shared.batch.record).
+BATCHES_CONTAINER: Final = "batches"
 
 CONTAINERS: Final = (
     RESULTS_CONTAINER,
@@ -32,6 +41,11 @@ CONTAINERS: Final = (
     USAGE_CONTAINER,
     CONFIG_CONTAINER,
     UPLOADS_CONTAINER,
+    INFERENCE_LOG_CONTAINER,
+    FEEDBACK_CONTAINER,
+    DRIFT_CONTAINER,
+    TRAINING_CONTAINER,
+    BATCHES_CONTAINER,
 )
 
 # Rejections of messages whose tenant is not known are filed under this prefix.

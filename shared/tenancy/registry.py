@@ -18,7 +18,15 @@ One JSON or YAML document (`devhost/registry.json` locally, a blob in Azure) hol
         deployments: [gpt-4o-mini-pool-a]  # optional; see Registry.allowed_for
         quota: {tokens_per_minute: 50000, requests_per_minute: 300, max_concurrent: 8}
       - {id: contoso, mode: dedicated, fallback_to_pooled: false}  # true: pooled after its own
-      - {id: fabrikam, mode: tuned, tuned_deployment: fabrikam-ft-v1}
+      - id: fabrikam
+        mode: tuned
+        tuned_deployment: fabrikam-ft-v1
+        policy:                            # what may be kept and learned from (DataPolicy)
+          log_prompts: true                # scrubbed prompt and answer text may be kept
+          share_for_training: false        # may train a model other tenants use
+          allow_tuning: true               # drift may enqueue a fine-tuning job
+          tuning_cooldown_hours: 24
+          min_training_examples: 50
 
 Which deployments serve a tenant, by mode and fields (docs/contracts.md has the same table;
 `routing.Router.candidates` gives the order, tests/unit/test_routing.py tests each row):
@@ -116,6 +124,12 @@ class Deployment(_Strict):
     priority: int = Field(default=0, ge=0)
     owner_tenant: str | None = None
     base: str | None = Field(default=None, description="tuned deployments: the base deployment")
+    model_version: str | None = Field(
+        default=None,
+        max_length=64,
+        description="the model version it serves (e.g. 2024-07-18, ft-3); drift is tracked per "
+        "deployment and model version, so a new version starts a new reference window",
+    )
 
     @model_validator(mode="after")
     def _model_defaults_to_name(self) -> Deployment:
@@ -130,6 +144,29 @@ class Deployment(_Strict):
     @property
     def shared(self) -> bool:
         return self.mode is IsolationMode.POOLED
+
+
+class DataPolicy(_Strict):
+    """What a tenant agreed to: whether text may be kept and what it may train (consent).
+
+    Defaults are the most private: nothing kept, nothing shared, no tuning. Every writer of text
+    for analysis or training goes through `shared.feedback.consent`, which reads this policy.
+    """
+
+    log_prompts: bool = Field(
+        default=False,
+        description="scrubbed prompt, answer and correction text may be kept (inference log, "
+        "feedback, training sets); without it only ratings and text-free features are kept",
+    )
+    share_for_training: bool = Field(
+        default=False,
+        description="this tenant's data may be in a training set for a model other tenants use",
+    )
+    allow_tuning: bool = Field(
+        default=False, description="confirmed drift may enqueue a fine-tuning job for the tenant"
+    )
+    tuning_cooldown_hours: float = Field(default=24.0, ge=0, le=24 * 90)
+    min_training_examples: int = Field(default=50, ge=1, le=1_000_000)
 
 
 class Tenant(_Strict):
@@ -150,6 +187,7 @@ class Tenant(_Strict):
         description="dedicated tenants: after its own deployments, the pooled ones may serve it "
         "(its data then reaches shared deployments; off unless its policy allows that)",
     )
+    policy: DataPolicy = Field(default_factory=DataPolicy)
 
     @property
     def reaches_pooled(self) -> bool:

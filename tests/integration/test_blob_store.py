@@ -12,7 +12,7 @@ from azure.storage.blob.aio import BlobServiceClient
 
 from devhost.azurite import Azurite
 from shared.storage import names
-from shared.storage.blob_store import AzureBlobStore
+from shared.storage.blob_store import AzureBlobStore, ConditionFailed
 
 
 @pytest.fixture
@@ -90,3 +90,41 @@ async def test_appends_create_the_blob_and_keep_every_line(store: AzureBlobStore
 async def test_appending_to_a_missing_container_is_an_error(store: AzureBlobStore) -> None:
     with pytest.raises(ResourceNotFoundError):
         await store.append(f"missing-{uuid.uuid4().hex[:8]}", "x.jsonl", b"1\n")
+
+
+async def test_append_returns_the_committed_block_count(store: AzureBlobStore) -> None:
+    name = unique("usage").replace(".json", ".jsonl")
+    counts = [await store.append(names.USAGE_CONTAINER, name, b"x\n") for _ in range(3)]
+    assert counts == [1, 2, 3]
+
+
+async def test_put_if_match_writes_only_the_version_that_was_read(store: AzureBlobStore) -> None:
+    name = unique()
+    await store.put(names.REJECTED_CONTAINER, name, b"1")
+    first = await store.read(names.REJECTED_CONTAINER, name)
+    assert first is not None and first.etag
+    etag = await store.put(names.REJECTED_CONTAINER, name, b"2", if_match=first.etag)
+    assert etag and etag != first.etag
+    # A second writer still holding the first ETag loses instead of overwriting.
+    with pytest.raises(ConditionFailed):
+        await store.put(names.REJECTED_CONTAINER, name, b"3", if_match=first.etag)
+    blob = await store.read(names.REJECTED_CONTAINER, name)
+    assert blob is not None and blob.data == b"2" and blob.etag == etag
+
+
+async def test_put_if_match_on_a_missing_blob_fails(store: AzureBlobStore) -> None:
+    with pytest.raises(ConditionFailed):
+        await store.put(names.REJECTED_CONTAINER, unique(), b"1", if_match='"0x1"')
+
+
+async def test_list_names_by_prefix(store: AzureBlobStore) -> None:
+    prefix = f"list-{uuid.uuid4().hex[:8]}/"
+    for name in ("b.json", "a.json", "sub/c.json"):
+        await store.put(names.REJECTED_CONTAINER, prefix + name, b"{}")
+    await store.put(names.REJECTED_CONTAINER, f"other-{prefix}x.json", b"{}")
+    assert await store.list_names(names.REJECTED_CONTAINER, prefix) == [
+        prefix + "a.json",
+        prefix + "b.json",
+        prefix + "sub/c.json",
+    ]
+    assert await store.list_names(f"missing-{uuid.uuid4().hex[:8]}", "") == []

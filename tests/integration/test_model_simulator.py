@@ -24,13 +24,14 @@ from azure.core.exceptions import (
     ResourceNotFoundError,
 )
 
-from devhost.models import RunningSimulator, ThreadedSimulator
+from devhost.models import RunningSimulator, ThreadedSimulator, verdict_of
 from devhost.models.tokens import estimate_prompt_tokens
 from tests.fixtures.models import (
     TEST_API_KEY,
     SimulatorFactory,
     make_models_config,
     model_deployment,
+    stack_deployments,
 )
 
 API_VERSION = "2024-10-21"
@@ -511,3 +512,82 @@ async def test_the_command_line_refuses_a_bad_config(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "deployments.0.kind" in err.decode()
     assert "api_keys" in err.decode()
+
+
+# ---- quality and verdicts -----------------------------------------------------------------
+
+
+async def test_answer_verdicts_mark_replies_and_follow_the_quality_schedule(
+    model_simulator_factory: SimulatorFactory,
+) -> None:
+    """The shipped deployments with answer_verdicts on, plus one that is always right for 2
+    requests and then always wrong (so its verdicts are certain)."""
+    flipping = model_deployment(
+        "flipping",
+        quality=1.0,
+        quality_by_topic={"legal": 0.0},
+        quality_schedule=[{"after_requests": 2, "quality": 0.0}],
+    )
+    sim = await model_simulator_factory(
+        make_models_config(*stack_deployments(), flipping, answer_verdicts=True)
+    )
+
+    tuned_config = next(d for d in stack_deployments() if d.name == "fabrikam-ft-v1")
+    decay_after = tuned_config.quality_schedule[0].after_requests  # the shipped config's step
+
+    def ask(text: str) -> Any:
+        return [{"role": "user", "content": text}]
+
+    async with aoai(sim) as client:
+        calls = client.chat.completions.with_raw_response
+        legal = await calls.create(model="flipping", messages=ask("Can I sue? #Legal"))
+        right = await calls.create(model="flipping", messages=HELLO, max_tokens=5, n=2)
+        wrong = await calls.create(model="flipping", messages=HELLO)
+        billing = await calls.create(model="gpt-4o-mini-pool-a", messages=ask("#billing refund?"))
+        tuned = [
+            await calls.create(model="fabrikam-ft-v1", messages=HELLO, user="fabrikam")
+            for _ in range(decay_after + 1)
+        ]
+
+    assert (legal.headers["x-sim-topic"], legal.headers["x-sim-quality"]) == ("legal", "0.0000")
+    assert legal.headers["x-sim-verdict"] == "poor"
+    text = legal.parse().choices[0].message.content or ""
+    assert text.startswith("Re: Can I sue?")
+    assert text.endswith(" [sim: poor answer]")
+    assert verdict_of(text) is False
+
+    assert (right.headers["x-sim-topic"], right.headers["x-sim-verdict"]) == (
+        "general",
+        "good,good",
+    )
+    completion = right.parse()
+    assert [verdict_of(c.message.content or "") for c in completion.choices] == [True, True]
+    assert all(c.message.content == "Re: Hello, [sim: good answer]" for c in completion.choices)
+    assert completion.usage is not None
+    assert completion.usage.completion_tokens == 10  # within max_tokens, the marks' words counted
+
+    assert wrong.headers["x-sim-quality"] == "0.0000"  # the 3rd request: after 2 served
+    assert verdict_of(wrong.parse().choices[0].message.content or "") is False
+
+    assert billing.headers["x-sim-quality"] == "0.8500"
+    assert billing.headers["x-sim-topic"] == "billing"
+
+    assert {r.headers["x-sim-quality"] for r in tuned[:decay_after]} == {"0.9200"}
+    assert tuned[decay_after].headers["x-sim-quality"] == "0.5500"
+    for r in tuned:
+        choice = r.parse().choices[0].message.content or ""
+        assert r.headers["x-sim-verdict"] == ("good" if verdict_of(choice) else "poor")
+    stats = sim.stats()["deployments"]
+    assert (stats["flipping"]["verdicts"], stats["flipping"]["good"]) == (4, 2)
+    good = stats["fabrikam-ft-v1"]["good"]
+    assert stats["fabrikam-ft-v1"]["verdicts"] == decay_after + 1
+    expected = decay_after * 0.92 + 0.55
+    assert expected - 0.12 * decay_after < good < expected + 0.07 * decay_after
+
+    sim.reset()  # a reset starts the schedule (and the draws) again
+    async with aoai(sim) as client:
+        again = await client.chat.completions.with_raw_response.create(
+            model="fabrikam-ft-v1", messages=HELLO
+        )
+    assert again.headers["x-sim-quality"] == "0.9200"
+    assert again.headers["x-sim-verdict"] == tuned[0].headers["x-sim-verdict"]

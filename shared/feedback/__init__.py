@@ -1,0 +1,1 @@
+"""Feedback intake, consent, PII removal and the inference log."""
