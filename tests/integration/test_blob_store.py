@@ -102,14 +102,18 @@ async def test_put_if_match_writes_only_the_version_that_was_read(store: AzureBl
     name = unique()
     await store.put(names.REJECTED_CONTAINER, name, b"1")
     first = await store.read(names.REJECTED_CONTAINER, name)
-    assert first is not None and first.etag
+    assert first is not None
+    assert first.etag
     etag = await store.put(names.REJECTED_CONTAINER, name, b"2", if_match=first.etag)
-    assert etag and etag != first.etag
+    assert etag
+    assert etag != first.etag
     # A second writer still holding the first ETag loses instead of overwriting.
     with pytest.raises(ConditionFailed):
         await store.put(names.REJECTED_CONTAINER, name, b"3", if_match=first.etag)
     blob = await store.read(names.REJECTED_CONTAINER, name)
-    assert blob is not None and blob.data == b"2" and blob.etag == etag
+    assert blob is not None
+    assert blob.data == b"2"
+    assert blob.etag == etag
 
 
 async def test_put_if_match_on_a_missing_blob_fails(store: AzureBlobStore) -> None:

@@ -202,3 +202,26 @@ async def test_racing_evaluations_count_every_rating_exactly_once() -> None:
         store.text(names.DRIFT_CONTAINER, state_name("fabrikam", KEY))
     )
     assert state.ratings_total == 150
+
+
+async def test_a_stale_evaluation_cannot_undo_what_a_racing_one_did() -> None:
+    """A pending drift event (too few examples) is acted on by a rival evaluation between this
+    evaluation's read of the state and its write: with If-Match this one loses and re-reads;
+    without it, it would write the event back as pending and then record it as skipped."""
+    store, replies = RacingStore(), RecordingReplySender()
+    registry = devhost_registry(fabrikam=TUNABLE)
+    rt = build_runtime(registry, store, replies, check_every=10_000)
+    rival = build_runtime(registry, store, replies, check_every=10_000)
+    await rated_examples(rt, 2)
+    await stream(rt, decaying(3))
+    assert finetune_requests(replies) == []  # waiting for examples
+    await rated_examples(rt, 4, start=2)
+    store.rival = rival
+    await rt.drift.evaluate("fabrikam", KEY)
+    assert store.raced == 1
+    assert len(finetune_requests(replies)) == 1
+    state = DriftState.model_validate_json(
+        store.text(names.DRIFT_CONTAINER, state_name("fabrikam", KEY))
+    )
+    assert [e.action for e in state.events] == ["finetune_requested"]
+    assert not any(r["action"]["kind"] == "skipped" for r in reports(store))  # type: ignore[index]
