@@ -30,7 +30,9 @@ param resourceGroupName string = ''
 ])
 param pythonVersion string = '3.11'
 
-@description('Most instances the Function app scales out to (it scales in to zero).')
+@description('Most instances the Function app scales out to (it scales in to zero); Flex Consumption takes 40 to 1000.')
+@minValue(40)
+@maxValue(1000)
 param functionMaximumInstanceCount int = 100
 
 @description('Memory of each Function app instance in MB.')
@@ -86,14 +88,36 @@ param openAiLocation string = location
 @description('Azure OpenAI data-plane API version the app uses.')
 param openAiApiVersion string = '2024-10-21'
 
-@description('Deployments shared by all pooled tenants: [{ name, model, version, sku, capacity }] (capacity in thousands of tokens per minute).')
+// The default pooled model must be open to new deployments: check the Azure OpenAI model
+// retirement table before changing it (gpt-4o-mini 2024-07-18 Global Standard retired 2026-10-01).
+// gpt-4.1-mini takes max_tokens and temperature as the app sends them, with the GA data-plane API
+// version below; a reasoning model (o-series, gpt-5 family) would need a newer one.
+@description('Model of the default pooled deployment (an Azure OpenAI model open to new deployments in openAiLocation).')
+param pooledModelName string = 'gpt-4.1-mini'
+
+@description('Version of pooledModelName.')
+param pooledModelVersion string = '2025-04-14'
+
+@description('Deployment type (SKU) of the default pooled deployment: GlobalStandard, DataZoneStandard or Standard (regional).')
+@allowed([
+  'GlobalStandard'
+  'DataZoneStandard'
+  'Standard'
+])
+param pooledModelSku string = 'GlobalStandard'
+
+@description('Capacity of the default pooled deployment, in thousands of tokens per minute.')
+@minValue(1)
+param pooledModelCapacity int = 30
+
+@description('Deployments shared by all pooled tenants: [{ name, model, version, sku, capacity }] (capacity in thousands of tokens per minute). By default one deployment named after pooledModelName.')
 param pooledDeployments array = [
   {
-    name: 'gpt-4o-mini'
-    model: 'gpt-4o-mini'
-    version: '2024-07-18'
-    sku: 'GlobalStandard'
-    capacity: 30
+    name: pooledModelName
+    model: pooledModelName
+    version: pooledModelVersion
+    sku: pooledModelSku
+    capacity: pooledModelCapacity
   }
 ]
 
@@ -136,6 +160,16 @@ param mlComputeIdleTimeBeforeScaleDown string = 'PT10M'
 @description('Blob container that fine-tuning jobs read training data from; the cluster identity may read only this container.')
 param trainingDataContainerName string = 'training'
 
+@description('Object id of a developer who gets the data-plane roles to run the app locally against this environment (azd fills it with the signed-in user, AZURE_PRINCIPAL_ID); empty for none.')
+param principalId string = ''
+
+@description('Kind of principalId: User (a person) or ServicePrincipal (e.g. a CI identity).')
+@allowed([
+  'User'
+  'ServicePrincipal'
+])
+param principalType string = 'User'
+
 @description('Network isolation: private endpoints for storage, Service Bus (Premium), Azure OpenAI / AI Services and the AML workspace, a VNet-integrated Function app, and no public network access to those services. Off by default.')
 param enablePrivateNetworking bool = false
 
@@ -148,6 +182,12 @@ var resourceToken = toLower(uniqueString(subscription().id, environmentName, loc
 var tags = {
   'azd-env-name': environmentName
 }
+
+// Queues a function of this app triggers on (function_app.py): the scale controller watches them.
+var triggeredQueueNames = [
+  'inference-requests'
+  'feedback'
+]
 
 var queueNames = [
   'inference-requests'
@@ -202,12 +242,17 @@ var openAiDeployments = concat(pooledDeployments, flatten(dedicatedDeploymentLis
 var serviceBusDataReceiverRoleId = '4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0'
 // Azure Service Bus Data Sender: send and schedule messages
 var serviceBusDataSenderRoleId = '69a216fc-b8fb-44d8-bc22-1f3c2cd27a39'
+// The Functions scale controller reads each triggered queue's length, whose runtime properties need
+// Manage on the queue: Azure Service Bus Data Owner, on each triggered queue only (not the namespace)
+var serviceBusDataOwnerRoleId = '090c5cfd-751d-490a-894a-3ce6f1109419'
 // Storage Blob Data Contributor: read, write and delete blobs (no RBAC or account management)
 var storageBlobDataContributorRoleId = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
 // Storage Blob Data Reader: read blobs
 var storageBlobDataReaderRoleId = '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
 // Storage Queue Data Contributor: the Functions host's blob-trigger and poison queues
 var storageQueueDataContributorRoleId = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
+// Storage Table Data Contributor: the Functions host's diagnostic events table
+var storageTableDataContributorRoleId = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
 // Cognitive Services OpenAI User: call inference on Azure OpenAI deployments (no management)
 var cognitiveServicesOpenAiUserRoleId = '5e0bd9bd-7b93-4f28-af87-19fc36ad61bd'
 // Cognitive Services User: call inference on AI Services models (keys are disabled on the account)
@@ -218,6 +263,10 @@ var monitoringMetricsPublisherRoleId = '3913510d-42f4-4e42-8a64-420c390055eb'
 var azureMlDataScientistRoleId = 'f6c7c914-8db3-469d-8ca1-694a8f32e121'
 // AcrPull: pull training environment images
 var acrPullRoleId = '7f951dda-4ed3-4680-a7ca-43fe172d538d'
+
+// The developer (principalId) gets, when set, what a local run of the app needs: the queues, the app
+// storage, the models and the quota cache; not the AML workspace or any management role.
+var hasDeveloper = !empty(principalId)
 
 // ---------------------------------------------------------------------------------------------
 // Resources
@@ -298,7 +347,7 @@ module storage 'modules/storage.bicep' = {
       }
     ]
     privateNetworking: enablePrivateNetworking
-    roleAssignments: [
+    roleAssignments: concat([
       {
         principalId: appIdentity.outputs.principalId
         roleDefinitionId: storageBlobDataContributorRoleId
@@ -309,7 +358,25 @@ module storage 'modules/storage.bicep' = {
         roleDefinitionId: storageQueueDataContributorRoleId
         description: 'Function app: blob trigger queues of the Functions host'
       }
-    ]
+      {
+        principalId: appIdentity.outputs.principalId
+        roleDefinitionId: storageTableDataContributorRoleId
+        description: 'Function app: diagnostic events table of the Functions host'
+      }
+    ], hasDeveloper ? [
+      {
+        principalId: principalId
+        principalType: principalType
+        roleDefinitionId: storageBlobDataContributorRoleId
+        description: 'Developer: the data containers, from a local run'
+      }
+      {
+        principalId: principalId
+        principalType: principalType
+        roleDefinitionId: storageQueueDataContributorRoleId
+        description: 'Developer: storage queues, from a local run'
+      }
+    ] : [])
     containerRoleAssignments: [
       {
         container: trainingDataContainerName
@@ -335,7 +402,7 @@ module serviceBus 'modules/servicebus.bicep' = {
     defaultMessageTimeToLive: serviceBusMessageTimeToLive
     duplicateDetectionHistoryTimeWindow: serviceBusDuplicateDetectionWindow
     privateNetworking: enablePrivateNetworking
-    roleAssignments: [
+    roleAssignments: concat([
       {
         principalId: appIdentity.outputs.principalId
         roleDefinitionId: serviceBusDataReceiverRoleId
@@ -346,7 +413,26 @@ module serviceBus 'modules/servicebus.bicep' = {
         roleDefinitionId: serviceBusDataSenderRoleId
         description: 'Function app: results, fan-out, fine-tune jobs'
       }
-    ]
+    ], hasDeveloper ? [
+      {
+        principalId: principalId
+        principalType: principalType
+        roleDefinitionId: serviceBusDataReceiverRoleId
+        description: 'Developer: receive from the queues, from a local run'
+      }
+      {
+        principalId: principalId
+        principalType: principalType
+        roleDefinitionId: serviceBusDataSenderRoleId
+        description: 'Developer: send to the queues, from a local run'
+      }
+    ] : [])
+    queueRoleAssignments: [for queueName in triggeredQueueNames: {
+      queue: queueName
+      principalId: appIdentity.outputs.principalId
+      roleDefinitionId: serviceBusDataOwnerRoleId
+      description: 'Function app: the scale controller reads the queue length (this queue only)'
+    }]
   }
 }
 
@@ -360,13 +446,20 @@ module openAi 'modules/cognitive.bicep' = {
     kind: 'OpenAI'
     deployments: openAiDeployments
     privateNetworking: enablePrivateNetworking
-    roleAssignments: [
+    roleAssignments: concat([
       {
         principalId: appIdentity.outputs.principalId
         roleDefinitionId: cognitiveServicesOpenAiUserRoleId
         description: 'Function app: Azure OpenAI inference'
       }
-    ]
+    ], hasDeveloper ? [
+      {
+        principalId: principalId
+        principalType: principalType
+        roleDefinitionId: cognitiveServicesOpenAiUserRoleId
+        description: 'Developer: Azure OpenAI inference, from a local run'
+      }
+    ] : [])
   }
 }
 
@@ -380,13 +473,20 @@ module aiServices 'modules/cognitive.bicep' = if (deployAiServices) {
     kind: 'AIServices'
     deployments: aiServicesDeployments
     privateNetworking: enablePrivateNetworking
-    roleAssignments: [
+    roleAssignments: concat([
       {
         principalId: appIdentity.outputs.principalId
         roleDefinitionId: cognitiveServicesUserRoleId
         description: 'Function app: AI Services model inference'
       }
-    ]
+    ], hasDeveloper ? [
+      {
+        principalId: principalId
+        principalType: principalType
+        roleDefinitionId: cognitiveServicesUserRoleId
+        description: 'Developer: AI Services model inference, from a local run'
+      }
+    ] : [])
   }
 }
 
@@ -401,12 +501,17 @@ module redis 'modules/redis.bicep' = {
     tags: tags
     skuName: redisSkuName
     highAvailability: redisHighAvailability
-    accessPolicyAssignments: [
+    accessPolicyAssignments: concat([
       {
         principalId: appIdentity.outputs.principalId
         description: 'Function app: read and write tenant quota counters'
       }
-    ]
+    ], hasDeveloper ? [
+      {
+        principalId: principalId
+        description: 'Developer: tenant quota counters, from a local run'
+      }
+    ] : [])
   }
 }
 
@@ -462,6 +567,7 @@ module ml 'modules/ml.bicep' = {
 var storageSuffix = environment().suffixes.storage
 var blobZone = 'privatelink.blob.${storageSuffix}'
 var queueZone = 'privatelink.queue.${storageSuffix}'
+var tableZone = 'privatelink.table.${storageSuffix}'
 var serviceBusZone = 'privatelink.servicebus.windows.net'
 var openAiZone = 'privatelink.openai.azure.com'
 var cognitiveServicesZone = 'privatelink.cognitiveservices.azure.com'
@@ -487,6 +593,15 @@ var privateEndpointTargets = concat([
     groupId: 'queue'
     zones: [
       queueZone
+    ]
+  }
+  {
+    key: 'st-table'
+    type: 'Microsoft.Storage/storageAccounts'
+    service: storageAccountName
+    groupId: 'table'
+    zones: [
+      tableZone
     ]
   }
   {
@@ -559,6 +674,7 @@ module network 'modules/network.bicep' = if (enablePrivateNetworking) {
     privateDnsZoneNames: [
       blobZone
       queueZone
+      tableZone
       serviceBusZone
       openAiZone
       cognitiveServicesZone

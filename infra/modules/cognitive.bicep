@@ -23,11 +23,11 @@ param deployments array = []
 @description('True: no public network access; reach the account through a private endpoint.')
 param privateNetworking bool = false
 
-@description('Role assignments scoped to the account: [{ principalId, roleDefinitionId, description }].')
+@description('Role assignments scoped to the account: [{ principalId, roleDefinitionId, description, principalType? }] (principalType defaults to ServicePrincipal).')
 param roleAssignments array = []
 
 resource account 'Microsoft.CognitiveServices/accounts@2024-10-01' = {
-  #checkov:skip=CKV_AZURE_134:publicNetworkAccess is Disabled (private endpoint only) when enablePrivateNetworking (off by default, see infra/README.md)
+  // checkov:skip=CKV_AZURE_134:publicNetworkAccess is Disabled (private endpoint only) when enablePrivateNetworking (off by default, see infra/README.md)
   name: name
   location: location
   tags: tags
@@ -72,7 +72,7 @@ resource accountRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = [fo
   scope: account
   properties: {
     principalId: ra.principalId
-    principalType: 'ServicePrincipal'
+    principalType: ra.?principalType ?? 'ServicePrincipal'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', ra.roleDefinitionId)
     description: ra.description
   }

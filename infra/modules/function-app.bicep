@@ -86,6 +86,11 @@ var runtimeSettings = [
     value: storage.properties.primaryEndpoints.queue
   }
   {
+    // The host writes diagnostic events to a table (Storage Table Data Contributor, main.bicep).
+    name: 'AzureWebJobsStorage__tableServiceUri'
+    value: storage.properties.primaryEndpoints.table
+  }
+  {
     name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
     value: appInsights.properties.ConnectionString
   }
@@ -100,7 +105,7 @@ var runtimeSettings = [
 ]
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
-  #checkov:skip=CKV_AZURE_225:Flex Consumption zone redundancy is offered in few regions and needs zone-redundant host storage; it is not a default this template can assume
+  // checkov:skip=CKV_AZURE_225:Flex Consumption zone redundancy is offered in few regions and needs zone-redundant host storage; it is not a default this template can assume
   name: planName
   location: location
   tags: tags
@@ -115,10 +120,10 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 }
 
 resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
-  #checkov:skip=CKV_AZURE_222:tenant apps call the HTTP feedback endpoint from the internet (authenticated by the app); outbound traffic is VNet-integrated when enablePrivateNetworking is true
-  #checkov:skip=CKV_AZURE_17:requests arrive mostly through Service Bus; requiring client certificates on the HTTP endpoint would make every tenant app manage one, so HTTP callers are authenticated by the app instead
-  #checkov:skip=CKV_AZURE_212:Flex Consumption scales to zero by design (cost); numberOfWorkers does not apply to it, and always-ready instances can be added per function when needed
-  #checkov:skip=CKV_AZURE_213:the app scales to zero on Flex Consumption, where the platform replaces failed instances; health check pings would need an instance kept running
+  // checkov:skip=CKV_AZURE_222:tenant apps call the HTTP feedback endpoint from the internet (authenticated by the app); outbound traffic is VNet-integrated when enablePrivateNetworking is true
+  // checkov:skip=CKV_AZURE_17:requests arrive mostly through Service Bus; requiring client certificates on the HTTP endpoint would make every tenant app manage one, so HTTP callers are authenticated by the app instead
+  // checkov:skip=CKV_AZURE_212:Flex Consumption scales to zero by design (cost); numberOfWorkers does not apply to it, and always-ready instances can be added per function when needed
+  // checkov:skip=CKV_AZURE_213:the app scales to zero on Flex Consumption, where the platform replaces failed instances; health check pings would need an instance kept running
   name: name
   location: location
   tags: union(tags, {

@@ -54,18 +54,18 @@ param privateNetworking bool = false
 @description('Resource id of the app storage account that jobs read training data from (a managed network outbound rule is added for it when privateNetworking is true).')
 param trainingDataStorageAccountId string
 
-@description('Role assignments scoped to the workspace: [{ principalId, roleDefinitionId, description }].')
+@description('Role assignments scoped to the workspace: [{ principalId, roleDefinitionId, description, principalType? }] (principalType defaults to ServicePrincipal).')
 param workspaceRoleAssignments array = []
 
-@description('Role assignments scoped to the workspace storage account: [{ principalId, roleDefinitionId, description }].')
+@description('Role assignments scoped to the workspace storage account: [{ principalId, roleDefinitionId, description, principalType? }] (principalType defaults to ServicePrincipal).')
 param storageRoleAssignments array = []
 
-@description('Role assignments scoped to the container registry: [{ principalId, roleDefinitionId, description }].')
+@description('Role assignments scoped to the container registry: [{ principalId, roleDefinitionId, description, principalType? }] (principalType defaults to ServicePrincipal).')
 param registryRoleAssignments array = []
 
 resource keyVault 'Microsoft.KeyVault/vaults@2023-07-01' = {
-  #checkov:skip=CKV_AZURE_109:defaultAction is Deny (trusted Azure services, i.e. AML, bypass) when enablePrivateNetworking (off by default, see infra/README.md)
-  #checkov:skip=CKV_AZURE_189:the firewall denies public traffic when enablePrivateNetworking (off by default, see infra/README.md); the vault holds only AML workspace secrets
+  // checkov:skip=CKV_AZURE_109:defaultAction is Deny (trusted Azure services, i.e. AML, bypass) when enablePrivateNetworking (off by default, see infra/README.md)
+  // checkov:skip=CKV_AZURE_189:the firewall denies public traffic when enablePrivateNetworking (off by default, see infra/README.md); the vault holds only AML workspace secrets
   name: keyVaultName
   location: location
   tags: tags
@@ -87,9 +87,9 @@ resource keyVault 'Microsoft.KeyVault/vaults@2023-07-01' = {
 }
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
-  #checkov:skip=CKV_AZURE_35:defaultAction is Deny (the AML managed network reaches it through a private endpoint) when enablePrivateNetworking (off by default, see infra/README.md)
-  #checkov:skip=CKV_AZURE_206:workspace artifacts (code snapshots, job outputs) are reproducible from the app storage and the training code; LRS keeps cost low
-  #checkov:skip=CKV_AZURE_43:the name is a parameter (st + ml + uniqueString: 17 lowercase characters) that checkov cannot evaluate; the storage account naming rules hold
+  // checkov:skip=CKV_AZURE_35:defaultAction is Deny (the AML managed network reaches it through a private endpoint) when enablePrivateNetworking (off by default, see infra/README.md)
+  // checkov:skip=CKV_AZURE_206:workspace artifacts (code snapshots, job outputs) are reproducible from the app storage and the training code; LRS keeps cost low
+  // checkov:skip=CKV_AZURE_43:the name is a parameter (st + ml + uniqueString: 17 lowercase characters) that checkov cannot evaluate; the storage account naming rules hold
   name: storageAccountName
   location: location
   tags: tags
@@ -113,10 +113,10 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   }
 }
 
-resource registry 'Microsoft.ContainerRegistry/registries@2023-07-01' = {
-  #checkov:skip=CKV_AZURE_139:publicNetworkAccess is Disabled (Premium SKU, private endpoint) when enablePrivateNetworking (off by default, see infra/README.md)
-  #checkov:skip=CKV_AZURE_163:image vulnerability scanning is Microsoft Defender for Containers, a subscription-level plan, not a registry property; the registry holds only AML-built training images
-  #checkov:skip=CKV_AZURE_166:quarantine needs the Premium SKU and an external scanner; the registry holds only AML-built training images, so Basic is used unless enablePrivateNetworking is true
+resource registry 'Microsoft.ContainerRegistry/registries@2025-04-01' = {
+  // checkov:skip=CKV_AZURE_139:publicNetworkAccess is Disabled (Premium SKU, private endpoint) when enablePrivateNetworking (off by default, see infra/README.md)
+  // checkov:skip=CKV_AZURE_163:image vulnerability scanning is Microsoft Defender for Containers, a subscription-level plan, not a registry property; the registry holds only AML-built training images
+  // checkov:skip=CKV_AZURE_166:quarantine needs the Premium SKU and an external scanner; the registry holds only AML-built training images, so Basic is used unless enablePrivateNetworking is true
   name: containerRegistryName
   location: location
   tags: tags
@@ -131,7 +131,7 @@ resource registry 'Microsoft.ContainerRegistry/registries@2023-07-01' = {
 }
 
 resource workspace 'Microsoft.MachineLearningServices/workspaces@2025-06-01' = {
-  #checkov:skip=CKV_AZURE_243:the managed network with a private endpoint outbound rule and the workspace private endpoint are created when enablePrivateNetworking (off by default, see infra/README.md)
+  // checkov:skip=CKV_AZURE_243:the managed network with a private endpoint outbound rule and the workspace private endpoint are created when enablePrivateNetworking (off by default, see infra/README.md)
   name: workspaceName
   location: location
   tags: tags
@@ -154,6 +154,11 @@ resource workspace 'Microsoft.MachineLearningServices/workspaces@2025-06-01' = {
     v1LegacyMode: false
     hbiWorkspace: false
     publicNetworkAccess: privateNetworking ? 'Disabled' : 'Enabled'
+    // A Premium registry without public access cannot build images on the shared ACR Tasks agents:
+    // build them on the cluster instead.
+    imageBuildCompute: privateNetworking ? computeName : null
+    // Create the managed network now, not on the first job (whose start would time out on it).
+    provisionNetworkNow: privateNetworking
     managedNetwork: privateNetworking ? {
       isolationMode: 'AllowInternetOutbound'
       outboundRules: {
@@ -208,7 +213,7 @@ resource workspaceRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
   scope: workspace
   properties: {
     principalId: ra.principalId
-    principalType: 'ServicePrincipal'
+    principalType: ra.?principalType ?? 'ServicePrincipal'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', ra.roleDefinitionId)
     description: ra.description
   }
@@ -219,7 +224,7 @@ resource storageRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = [fo
   scope: storage
   properties: {
     principalId: ra.principalId
-    principalType: 'ServicePrincipal'
+    principalType: ra.?principalType ?? 'ServicePrincipal'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', ra.roleDefinitionId)
     description: ra.description
   }
@@ -230,7 +235,7 @@ resource registryRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = [f
   scope: registry
   properties: {
     principalId: ra.principalId
-    principalType: 'ServicePrincipal'
+    principalType: ra.?principalType ?? 'ServicePrincipal'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', ra.roleDefinitionId)
     description: ra.description
   }

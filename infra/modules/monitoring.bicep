@@ -17,7 +17,7 @@ param tags object = {}
 @minValue(30)
 param retentionInDays int = 30
 
-@description('Role assignments scoped to the Application Insights component: [{ principalId, roleDefinitionId, description }].')
+@description('Role assignments scoped to the Application Insights component: [{ principalId, roleDefinitionId, description, principalType? }] (principalType defaults to ServicePrincipal).')
 param roleAssignments array = []
 
 resource logAnalytics 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
@@ -53,7 +53,7 @@ resource appInsightsRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' =
   scope: appInsights
   properties: {
     principalId: ra.principalId
-    principalType: 'ServicePrincipal'
+    principalType: ra.?principalType ?? 'ServicePrincipal'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', ra.roleDefinitionId)
     description: ra.description
   }

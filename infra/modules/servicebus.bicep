@@ -39,8 +39,11 @@ param duplicateDetectionHistoryTimeWindow string = 'PT10M'
 @description('True: no public network access; reach the namespace through a private endpoint (Premium only).')
 param privateNetworking bool = false
 
-@description('Role assignments scoped to the namespace: [{ principalId, roleDefinitionId, description }].')
+@description('Role assignments scoped to the namespace: [{ principalId, roleDefinitionId, description, principalType? }] (principalType defaults to ServicePrincipal).')
 param roleAssignments array = []
+
+@description('Role assignments scoped to one queue: [{ queue, principalId, roleDefinitionId, description, principalType? }].')
+param queueRoleAssignments array = []
 
 resource namespace 'Microsoft.ServiceBus/namespaces@2024-01-01' = {
   name: name
@@ -78,10 +81,29 @@ resource namespaceRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
   scope: namespace
   properties: {
     principalId: ra.principalId
-    principalType: 'ServicePrincipal'
+    principalType: ra.?principalType ?? 'ServicePrincipal'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', ra.roleDefinitionId)
     description: ra.description
   }
+}]
+
+resource assignedQueues 'Microsoft.ServiceBus/namespaces/queues@2024-01-01' existing = [for ra in queueRoleAssignments: {
+  parent: namespace
+  name: ra.queue
+}]
+
+resource queueRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (ra, i) in queueRoleAssignments: {
+  name: guid(assignedQueues[i].id, ra.principalId, ra.roleDefinitionId)
+  scope: assignedQueues[i]
+  properties: {
+    principalId: ra.principalId
+    principalType: ra.?principalType ?? 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', ra.roleDefinitionId)
+    description: ra.description
+  }
+  dependsOn: [
+    queues
+  ]
 }]
 
 output id string = namespace.id

@@ -32,15 +32,15 @@ param lifecycleRules array = []
 @description('True: no public network access; reach the account through private endpoints only.')
 param privateNetworking bool = false
 
-@description('Role assignments scoped to the account: [{ principalId, roleDefinitionId, description }].')
+@description('Role assignments scoped to the account: [{ principalId, roleDefinitionId, description, principalType? }] (principalType defaults to ServicePrincipal).')
 param roleAssignments array = []
 
-@description('Role assignments scoped to one container: [{ container, principalId, roleDefinitionId, description }].')
+@description('Role assignments scoped to one container: [{ container, principalId, roleDefinitionId, description, principalType? }].')
 param containerRoleAssignments array = []
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
-  #checkov:skip=CKV_AZURE_35:defaultAction is Deny when enablePrivateNetworking (off by default, see infra/README.md); with it off a Flex Consumption app has no fixed outbound address to allow, so Deny would lock it out of its own host storage
-  #checkov:skip=CKV_AZURE_206:replication is the storageSku parameter; LRS is the default because ZRS is not offered in every Flex Consumption region and it keeps idle cost lowest
+  // checkov:skip=CKV_AZURE_35:defaultAction is Deny when enablePrivateNetworking (off by default, see infra/README.md); with it off a Flex Consumption app has no fixed outbound address to allow, so Deny would lock it out of its own host storage
+  // checkov:skip=CKV_AZURE_206:replication is the storageSku parameter; LRS is the default because ZRS is not offered in every Flex Consumption region and it keeps idle cost lowest
   name: name
   location: location
   tags: tags
@@ -122,7 +122,7 @@ resource accountRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = [fo
   scope: storage
   properties: {
     principalId: ra.principalId
-    principalType: 'ServicePrincipal'
+    principalType: ra.?principalType ?? 'ServicePrincipal'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', ra.roleDefinitionId)
     description: ra.description
   }
@@ -138,7 +138,7 @@ resource containerRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
   scope: assignedContainers[i]
   properties: {
     principalId: ra.principalId
-    principalType: 'ServicePrincipal'
+    principalType: ra.?principalType ?? 'ServicePrincipal'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', ra.roleDefinitionId)
     description: ra.description
   }

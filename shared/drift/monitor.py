@@ -107,6 +107,7 @@ class Evaluation:
     detected: QualityEvidence | None
     input: InputDriftResult | None
     new_event: DriftEvent | None
+    chart_statistics: list[tuple[int, float]]  # the statistic up to the detection, for its chart
 
 
 def state_name(tenant_id: str, key: str) -> str:
@@ -224,14 +225,18 @@ class DriftMonitor:
         statistics = list(state.statistics)
         detected: QualityEvidence | None = None
         detected_at = 0
+        chart_statistics: list[tuple[int, float]] = []
         for rating in ratings:
             detector.update(rating.score)
             total += 1
+            if statistics and statistics[-1][0] >= detector.n:
+                statistics = []  # the detector restarted: its x axis starts again
             if detector.drift_detected and detected is None:
                 detected, detected_at = detector.evidence(), total
-                statistics.append((total, detected.statistic))
+                statistics.append((detector.n, detected.statistic))
+                chart_statistics = list(statistics)
             elif total % STATISTIC_EVERY == 0:
-                statistics.append((total, detector.evidence().statistic))
+                statistics.append((detector.n, detector.evidence().statistic))
         evidence = detected or detector.evidence()
         features, log_cursor = await self._new_features(state)
         reference = list(state.reference_features)
@@ -274,7 +279,14 @@ class DriftMonitor:
             }
         )
         return Evaluation(
-            new_state, len(ratings), len(features), evidence, detected, input_result, new_event
+            new_state,
+            len(ratings),
+            len(features),
+            evidence,
+            detected,
+            input_result,
+            new_event,
+            chart_statistics,
         )
 
     async def _new_features(self, state: DriftState) -> tuple[list[dict[str, Any]], LogCursor]:
@@ -438,7 +450,7 @@ class DriftMonitor:
                 change_point=detected.change_point,
                 reference_mean=detected.reference_mean,
                 recent_mean=detected.recent_mean,
-                statistics=evaluation.state.statistics,
+                statistics=evaluation.chart_statistics,
                 threshold=detected.threshold,
             )
             await self._store.put(self._container, chart, png, content_type="image/png")

@@ -28,6 +28,11 @@ meets klUCB: an Improved Algorithm for Piece-Wise Non-Stationary Bandits", 2019;
   in a row) is overdispersed, and when phi is clearly above 1 an upper bound on it is used.
   Because phi comes from df blocks, the GLR is mapped as a t-test's: (df / 2) log(1 + 2 GLR / df).
   Overdispersed feedback also needs a longer recent window (min_recent x phi observations).
+- A clear rise (the same statistic the other way, above the threshold plus `rise_margin` (5),
+  so that noise rarely restarts the reference: each restart is a fresh start for the scan, with
+  its own chances of a false alarm) restarts the reference at the rise, silently: the old level
+  is no longer the baseline, and a reference that mixes two levels would inflate the dispersion
+  estimate and hide a later drop (a model that got better, then worse again, is still watched).
 - Alarm when, for some k with n_r >= `min_reference` (200) and n_c >= `min_recent` (40), the
   statistic exceeds a + 2 log(n^2 / (n_r n_c)), n = n_r + n_c. The log term is the number of
   nearly independent tests a split stands for: short recent windows against a long history are
@@ -82,6 +87,7 @@ _INT_PARAMS = (
     "series_window",
 )
 _FLOAT_PARAMS = (
+    "rise_margin",
     "threshold_a",
     "threshold_slope",
     "dispersion_prior",
@@ -157,6 +163,12 @@ class _Buckets:
         self.rows[count] = row
         self.sizes.append(row[_K])
 
+    def drop_oldest(self, count: int) -> None:
+        """Forget the `count` oldest buckets (the newest keep their sizes and order)."""
+        kept = len(self.sizes) - count
+        self.rows[:kept] = self.rows[count : len(self.sizes)]
+        del self.sizes[:count]
+
     def add_block(self, z: float) -> None:
         self.append([1.0, z, z * z, 0.0, z, z])
         sizes, rows = self.sizes, self.rows
@@ -190,6 +202,8 @@ class _Scan:
     recent_n: Array
     reference_mean: Array
     recent_mean: Array
+    rise: Array  # the same GLR where the recent mean is above the reference (0 elsewhere)
+    last_bucket: Array  # the split is after this bucket
 
 
 def _scan(
@@ -249,8 +263,10 @@ def _scan(
     glr = 0.5 * df * np.log1p(2.0 * glr / df)
     # Overdispersed feedback (one user rating many answers in a row) carries fewer independent
     # observations: the minimum recent window counts effective observations, n / dispersion.
-    glr = np.where((mc < mr) & (nc >= min_recent * np.maximum(dispersion, 1.0)), glr, 0.0)
-    return _Scan(glr, nr, nc, mr, mc)
+    long_enough = nc >= min_recent * np.maximum(dispersion, 1.0)
+    drop = np.where((mc < mr) & long_enough, glr, 0.0)
+    rise = np.where((mc > mr) & long_enough, glr, 0.0)
+    return _Scan(drop, nr, nc, mr, mc, rise, i.astype(np.float64))
 
 
 def _threshold(a: float, slope: float, reference_n: Array, recent_n: Array) -> Array:
@@ -304,6 +320,7 @@ class QualityDriftDetector:
         dispersion_prior: float = 10.0,
         min_dispersion: float = 0.25,
         series_window: int = 100,
+        rise_margin: float = 5.0,
     ) -> None:
         if block_size < 2 or fine_blocks < 2 or per_level < 2:
             raise ValueError("block_size, fine_blocks and per_level must be at least 2")
@@ -325,6 +342,7 @@ class QualityDriftDetector:
         self.dispersion_prior = float(dispersion_prior)
         self.min_dispersion = float(min_dispersion)
         self.series_window = series_window
+        self.rise_margin = float(rise_margin)
         self._reset()
 
     def _reset(self) -> None:
@@ -335,6 +353,7 @@ class QualityDriftDetector:
         self._buckets = _Buckets(self.fine_blocks, self.per_level)
         self._detected = False
         self._last: _Evaluation | None = None
+        self.rebases = 0  # times a significant rise restarted the reference (since the reset)
 
     # -- river's convention -------------------------------------------------------------------
 
@@ -387,6 +406,8 @@ class QualityDriftDetector:
         thresholds = _threshold(self.threshold_a, self.threshold_slope, nr, nc)
         margin = scan.statistic - thresholds
         i = int(np.argmax(margin))
+        if margin[i] <= 0.0 and self._rebase_after_rise(scan, thresholds):
+            return
         self._last = _Evaluation(
             reference_n=int(nr[i]),
             reference_mean=float(scan.reference_mean[i]),
@@ -396,6 +417,21 @@ class QualityDriftDetector:
             threshold=float(thresholds[i]),
         )
         self._detected = bool(margin[i] > 0.0)
+
+    def _rebase_after_rise(self, scan: _Scan, thresholds: Array) -> bool:
+        """A significant RISE (the same test, the other way) means the old level is no longer
+        the baseline: drop the history before it, so a later drop is measured against the new
+        level, not a mixture whose spread would hide it. Never an alarm."""
+        rise = scan.rise - thresholds - self.rise_margin
+        j = int(np.argmax(rise))
+        if rise[j] <= 0.0:
+            return False
+        self._buckets.drop_oldest(int(scan.last_bucket[j]) + 1)
+        blocks = float(self._buckets.view()[:, _K].sum())
+        self._n = int(blocks) * self.block_size + self._partial_n
+        self._last = None
+        self.rebases += 1
+        return True
 
     # -- evidence -----------------------------------------------------------------------------
 
@@ -482,6 +518,7 @@ class QualityDriftDetector:
             "dispersion_prior": self.dispersion_prior,
             "min_dispersion": self.min_dispersion,
             "series_window": self.series_window,
+            "rise_margin": self.rise_margin,
         }
 
     def state(self) -> dict[str, Any]:

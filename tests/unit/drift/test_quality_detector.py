@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 
 import numpy as np
 import pytest
@@ -242,3 +243,18 @@ def test_update_is_cheap() -> None:
         d.update(x)
     per_update = (time.perf_counter() - started) / len(xs)
     assert per_update < 100e-6  # about 10 us here; the brief's target is 50 us
+
+
+def test_a_rise_then_a_drop_is_still_detected() -> None:
+    """A model that got better and then worse again: the rise restarts the reference, so the
+    drop is measured against the better level, not a mixture of the two."""
+    detector = QualityDriftDetector()
+    rng = random.Random(9)
+    stream_ = [float(rng.random() < 0.3) for _ in range(500)] + [1.0] * 600 + [0.0] * 300
+    alarms = []
+    for i, x in enumerate(stream_):
+        detector.update(x)
+        if detector.drift_detected:
+            alarms.append(i)
+    assert len(alarms) == 1
+    assert 1100 < alarms[0] < 1100 + 100

@@ -248,9 +248,31 @@ class Grant:
 
     module: str  # the module's symbol in main.bicep
     param: str  # the module parameter that holds the assignments
-    principal: str  # the symbol of the identity module whose principal gets the role
+    principal: str  # the identity module whose principal gets the role, or DEVELOPER
     role_id: str  # the role definition id (a GUID)
     entry: dict[str, Json]  # the whole entry, e.g. with `container`
+
+
+DEVELOPER = "principalId"  # main.bicep's parameter: the developer azd signs in as
+
+
+def _entries(value: Json, where: str) -> Iterator[dict[str, Json]]:
+    """The assignment objects of an argument: a literal array, `concat(...)` of them, either branch
+    of `cond ? [...] : [...]`, or the body of a `[for ...]` (one entry standing for each item)."""
+    if isinstance(value, list):
+        yield from value
+    elif (args := function_call(value, "concat")) is not None:
+        for arg in args.values():
+            if arg is not None:
+                yield from _entries(arg, where)
+    elif isinstance(value, dict) and value.get("operator", {}).get("type") == "conditional":
+        operands = value["operator"]["operands"]
+        yield from _entries(operands["true_value"], where)
+        yield from _entries(operands["false_value"], where)
+    elif isinstance(value, dict) and "loop_type" in value:
+        yield value["config"]
+    else:
+        raise AssertionError(f"{where}: not an array of assignments main.bicep spells out: {value}")
 
 
 def grants() -> list[Grant]:
@@ -260,13 +282,14 @@ def grants() -> list[Grant]:
         for param, value in call.params.items():
             if not param.endswith(("roleAssignments", "RoleAssignments")):
                 continue
-            assert isinstance(value, list), f"{call.symbol}.{param} is not a literal array"
-            for entry in value:
+            for entry in _entries(value, f"{call.symbol}.{param}"):
                 principal = accessor(entry["principalId"]) or ""
-                assert principal.endswith(".outputs.principalId"), principal
+                if principal == DEVELOPER:
+                    symbol = DEVELOPER
+                else:
+                    assert principal.endswith(".outputs.principalId"), principal
+                    symbol = principal.split(".")[0]
                 role_id = resolve(entry["roleDefinitionId"], scope)
                 assert isinstance(role_id, str), f"{call.symbol}.{param}: {role_id!r}"
-                found.append(
-                    Grant(call.symbol, param, principal.split(".")[0], role_id.lower(), entry)
-                )
+                found.append(Grant(call.symbol, param, symbol, role_id.lower(), entry))
     return found

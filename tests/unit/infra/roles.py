@@ -10,6 +10,8 @@ SERVICE_BUS_DATA_SENDER: Final = "69a216fc-b8fb-44d8-bc22-1f3c2cd27a39"
 STORAGE_BLOB_DATA_CONTRIBUTOR: Final = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
 STORAGE_BLOB_DATA_READER: Final = "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1"
 STORAGE_QUEUE_DATA_CONTRIBUTOR: Final = "974c5e8b-45b9-4653-ba55-5f855dd0fb88"
+STORAGE_TABLE_DATA_CONTRIBUTOR: Final = "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"
+SERVICE_BUS_DATA_OWNER: Final = "090c5cfd-751d-490a-894a-3ce6f1109419"
 COGNITIVE_SERVICES_OPENAI_USER: Final = "5e0bd9bd-7b93-4f28-af87-19fc36ad61bd"
 COGNITIVE_SERVICES_USER: Final = "a97b65f3-24c7-4388-baec-2e87135dc908"
 MONITORING_METRICS_PUBLISHER: Final = "3913510d-42f4-4e42-8a64-420c390055eb"
@@ -23,6 +25,9 @@ ALLOWED: Mapping[str, str] = {
     STORAGE_BLOB_DATA_CONTRIBUTOR: "Storage Blob Data Contributor",
     STORAGE_BLOB_DATA_READER: "Storage Blob Data Reader",
     STORAGE_QUEUE_DATA_CONTRIBUTOR: "Storage Queue Data Contributor",
+    STORAGE_TABLE_DATA_CONTRIBUTOR: "Storage Table Data Contributor",
+    # Only on a queue a function triggers on, for the scale controller (see QUEUE_SCOPED_ONLY).
+    SERVICE_BUS_DATA_OWNER: "Azure Service Bus Data Owner",
     COGNITIVE_SERVICES_OPENAI_USER: "Cognitive Services OpenAI User",
     COGNITIVE_SERVICES_USER: "Cognitive Services User",
     MONITORING_METRICS_PUBLISHER: "Monitoring Metrics Publisher",
@@ -38,8 +43,12 @@ FORBIDDEN: Mapping[str, str] = {
     "f58310d9-a9f6-439a-9e8d-f62e7b41a168": "Role Based Access Control Administrator",
     "b7e6dc6d-f1e8-4753-8033-0f276bb0955b": "Storage Blob Data Owner",
     "17d1049b-9a84-46fb-8f53-869881c3d3ab": "Storage Account Contributor",
-    "090c5cfd-751d-490a-894a-3ce6f1109419": "Azure Service Bus Data Owner",
     "25fbc0a9-bd7c-42a3-aa1a-3b75d497ee68": "Cognitive Services Contributor",
     "a001fd3d-188f-4b5d-821b-7da978bf7442": "Cognitive Services OpenAI Contributor",
     "00482a5a-887f-4fb3-b363-3b7fe8e74483": "Key Vault Administrator",
+}
+
+# Roles allowed only on a single queue (never on the namespace): the test names the queues.
+QUEUE_SCOPED_ONLY: Mapping[str, str] = {
+    SERVICE_BUS_DATA_OWNER: "Azure Service Bus Data Owner",
 }

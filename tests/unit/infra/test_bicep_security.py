@@ -3,6 +3,7 @@ role assignments, list* calls), and the cost rules (scale to zero, low priority)
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from tests.unit.infra import bicep_model as bicep
 from tests.unit.infra import roles
-from tests.unit.infra.bicep_model import MAIN, Scope
+from tests.unit.infra.bicep_model import INFRA, MAIN, Scope
 
 GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
@@ -115,7 +116,11 @@ def test_role_assignments_are_loops_scoped_to_one_resource_and_named_by_guid() -
         assert bicep.accessor(name["extra_string_2"]) == f"{item}.roleDefinitionId", where
         properties = config["properties"]
         assert bicep.accessor(properties["principalId"]) == f"{item}.principalId", where
-        assert properties["principalType"] == "ServicePrincipal", where
+        # `ra.?principalType ?? 'ServicePrincipal'`: identities by default, a developer (User)
+        # only where main.bicep says so (principalId); pycep reads it as ra.(principalType ?? ...)
+        principal_type = properties["principalType"]
+        assert bicep.accessor(principal_type) is None, where  # not a bare reference
+        assert {item, "principalType", "ServicePrincipal"} <= bicep.strings(principal_type), where
         role = bicep.function_call(properties["roleDefinitionId"], "subscription_resource_id")
         assert role is not None, where
         assert role["resource_type"] == "Microsoft.Authorization/roleDefinitions", where
@@ -271,3 +276,72 @@ def test_network_isolation_is_a_documented_parameter_off_by_default() -> None:
     assert bicep.module("network").config["condition"] == "enablePrivateNetworking"
     subnet = bicep.function_app_call().params["virtualNetworkSubnetId"]
     assert "enablePrivateNetworking" in bicep.strings(subnet)
+
+
+# --- decisions of issue 14: scale controller, host storage, the developer ---------------------
+
+
+def _triggered_queues() -> set[str]:
+    """The queues function_app.py triggers on (`queue_name=names.X`), by their names."""
+    from shared.storage import names
+
+    source = (bicep.REPO / "function_app.py").read_text()
+    return {getattr(names, constant) for constant in re.findall(r"queue_name=names\.(\w+)", source)}
+
+
+def test_service_bus_data_owner_is_on_each_triggered_queue_only() -> None:
+    owner = [g for g in bicep.grants() if g.role_id in roles.QUEUE_SCOPED_ONLY]
+    assert owner, "the scale controller gets no role to read queue length"
+    for grant in owner:
+        assert (grant.module, grant.param, grant.principal) == (
+            "serviceBus",
+            "queueRoleAssignments",
+            "appIdentity",
+        ), grant
+    triggered = bicep.resolve("triggeredQueueNames", bicep.Scope(MAIN))
+    assert set(triggered) == _triggered_queues()
+    loop = bicep.module("serviceBus").params["queueRoleAssignments"]
+    assert bicep.loop_array(loop) == "triggeredQueueNames"
+    assert loop["config"]["queue"] == bicep.loop_item(loop)
+
+
+def test_host_storage_gets_blob_contributor_queue_and_table_but_not_blob_owner() -> None:
+    app_storage = {
+        g.role_id
+        for g in bicep.grants()
+        if g.principal == "appIdentity" and (g.module, g.param) == ("storage", "roleAssignments")
+    }
+    assert app_storage == {
+        roles.STORAGE_BLOB_DATA_CONTRIBUTOR,
+        roles.STORAGE_QUEUE_DATA_CONTRIBUTOR,
+        roles.STORAGE_TABLE_DATA_CONTRIBUTOR,
+    }
+
+
+DEVELOPER_ROLES = {
+    ("storage", "roleAssignments", roles.STORAGE_BLOB_DATA_CONTRIBUTOR),
+    ("storage", "roleAssignments", roles.STORAGE_QUEUE_DATA_CONTRIBUTOR),
+    ("serviceBus", "roleAssignments", roles.SERVICE_BUS_DATA_RECEIVER),
+    ("serviceBus", "roleAssignments", roles.SERVICE_BUS_DATA_SENDER),
+    ("openAi", "roleAssignments", roles.COGNITIVE_SERVICES_OPENAI_USER),
+    ("aiServices", "roleAssignments", roles.COGNITIVE_SERVICES_USER),
+}
+
+
+def test_the_developer_gets_the_data_roles_of_a_local_run_and_only_when_named() -> None:
+    parameters = bicep.section(MAIN, "parameters")
+    assert parameters["principalId"]["default"] == ""
+    mapped = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert mapped["principalId"]["value"] == "${AZURE_PRINCIPAL_ID}"
+    empty = {"function": {"type": "empty", "parameters": {"item_to_test": "principalId"}}}
+    assert bicep.section(MAIN, "variables")["hasDeveloper"]["value"] == {
+        "operator": {"type": "not", "operands": {"bool_value": empty}}
+    }
+    developer = [g for g in bicep.grants() if g.principal == bicep.DEVELOPER]
+    assert {(g.module, g.param, g.role_id) for g in developer} == DEVELOPER_ROLES
+    for grant in developer:
+        assert grant.entry["principalType"] == "principalType", grant
+        value = bicep.module(grant.module).params[grant.param]
+        assert "hasDeveloper" in bicep.strings(value), f"{grant.module}: not conditional"
+    redis = bicep.strings(bicep.module("redis").params["accessPolicyAssignments"])
+    assert {"hasDeveloper", "principalId"} <= redis

@@ -148,23 +148,14 @@ def test_openai_gets_the_pooled_then_the_dedicated_tenants_deployments() -> None
     combined = bicep.function_call(expr, "concat")
     assert combined is not None, "deployments are not concat(pooled, dedicated)"
     pooled = combined["arg_1"]
-    assert pooled == bicep.section(MAIN, "parameters")["pooledDeployments"]["default"]
+    default = bicep.section(MAIN, "parameters")["pooledDeployments"]["default"]
+    assert pooled == bicep.resolve(default, bicep.Scope(MAIN))
     for deployment in pooled:
         assert {"name", "model", "version", "sku", "capacity"} <= set(deployment)
     dedicated = combined["arg_2"]
     assert bicep.function_call(dedicated, "flatten") is not None
     assert {"filter", "mode", "dedicated", "deployments"} <= bicep.strings(dedicated)
     assert bicep.section(MAIN, "parameters")["tenants"]["default"] == []
-
-
-def test_checkov_skips_state_a_reason() -> None:
-    skip = re.compile(r"#\s*checkov:skip=([A-Z0-9_]+)(?::(.*))?$")
-    for path in bicep.bicep_files():
-        for number, line in enumerate(path.read_text().splitlines(), start=1):
-            match = skip.search(line)
-            if match:
-                reason = (match.group(2) or "").strip()
-                assert len(reason) >= 30, f"{path.name}:{number}: {match.group(1)} has no reason"
 
 
 def test_readme_covers_costs_parameters_and_a_dedicated_tenant_example() -> None:
@@ -188,3 +179,61 @@ def test_readme_covers_costs_parameters_and_a_dedicated_tenant_example() -> None
         for deployment in tenant["deployments"]:
             assert used <= set(deployment), sorted(used - set(deployment))
             assert deployment["name"].startswith(tenant["id"] + "-")
+
+
+# pycep's names of the decorators that bound a parameter's value.
+_CONSTRAINTS = ("min_value", "max_value", "min_length", "max_length", "allowed")
+
+
+def _missing_constraints(outer: dict[str, object], inner: dict[str, object]) -> list[str]:
+    """The bounds the module parameter (`inner`) declares that the main parameter lacks."""
+    missing = []
+    for kind in _CONSTRAINTS:
+        wanted = bicep.decorator(inner, kind)
+        if wanted is None:
+            continue
+        have = bicep.decorator(outer, kind)
+        if kind == "allowed":
+            if have is None or not set(have) <= set(wanted):
+                missing.append(f"@allowed within {wanted} (has {have})")
+        elif have != wanted:
+            missing.append(f"@{kind}({wanted}) (has {have})")
+    return missing
+
+
+def _passed_through() -> list[tuple[str, str, str]]:
+    """(main parameter, module symbol, module parameter) where main passes a parameter as is."""
+    main_params = bicep.section(MAIN, "parameters")
+    return [
+        (value, call.symbol, name)
+        for call in bicep.modules(MAIN)
+        for name, value in call.params.items()
+        if isinstance(value, str) and value in main_params
+    ]
+
+
+@pytest.mark.parametrize(
+    ("main_param", "symbol", "module_param"),
+    _passed_through(),
+    ids=[f"{m}->{s}.{p}" for m, s, p in _passed_through()],
+)
+def test_main_parameters_carry_the_constraints_of_the_module_parameter_they_feed(
+    main_param: str, symbol: str, module_param: str
+) -> None:
+    """A value the module would reject fails only once the deployment reaches the module, with a
+    less helpful message: main.bicep declares the same bounds, so `azd` rejects it at once."""
+    outer = bicep.section(MAIN, "parameters")[main_param]
+    inner = bicep.section(bicep.module(symbol).path, "parameters")[module_param]
+    assert not _missing_constraints(outer, inner), (main_param, _missing_constraints(outer, inner))
+
+
+def test_the_constraint_check_fails_on_a_missing_bound(tmp_path: Path) -> None:
+    seeded = tmp_path / "seeded.bicep"
+    seeded.write_text("@minValue(1)\nparam tooLoose int = 100\nparam looseChoice string\n")
+    params = bicep.section(seeded, "parameters")
+    inner = bicep.section(bicep.module("functionApp").path, "parameters")
+    assert _missing_constraints(params["tooLoose"], inner["maximumInstanceCount"]) == [
+        "@min_value(40) (has 1)",
+        "@max_value(1000) (has None)",
+    ]
+    assert _missing_constraints(params["looseChoice"], inner["pythonVersion"])

@@ -98,7 +98,7 @@ def test_checkov_finds_no_failed_check(checkov: CheckovRun) -> None:
     failed = checkov.results["failed_checks"]
     assert not failed, (
         f"checkov failed {len(failed)} check(s); fix them, or skip one inline in its resource "
-        f"with `#checkov:skip=CKV_...:<the reason>`:\n{_describe(failed)}"
+        f"with `// checkov:skip=CKV_...:<the reason>`:\n{_describe(failed)}"
     )
     assert checkov.results["passed_checks"], "checkov passed no check: did it scan anything?"
 
@@ -107,3 +107,22 @@ def test_checkov_skips_are_inline_with_a_reason(checkov: CheckovRun) -> None:
     for record in checkov.results["skipped_checks"]:
         reason = (record.get("check_result") or {}).get("suppress_comment") or ""
         assert len(reason.strip()) >= 30, f"{record['check_id']} on {record['resource']}: {reason}"
+
+
+def test_checkov_honours_every_line_comment_skip(checkov: CheckovRun) -> None:
+    """checkov reads `// checkov:skip=` (its pattern is searched anywhere in a resource's lines),
+    so every skip written in infra/ shows up as a skipped check: none is silently ignored."""
+    from tests.unit.infra import bicep_model as bicep
+    from tests.unit.infra.bicep_lexer import checkov_skips
+
+    written = {
+        (path.name, skip.check_id)
+        for path in bicep.bicep_files()
+        for skip in checkov_skips(path.read_text())[0]
+    }
+    skipped = {
+        (Path(record["file_path"]).name, record["check_id"])
+        for record in checkov.results["skipped_checks"]
+    }
+    assert written, "no skips found in infra/"
+    assert written <= skipped, f"skips checkov did not apply: {sorted(written - skipped)}"
