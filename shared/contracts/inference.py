@@ -224,9 +224,20 @@ class UsageRecord(_Strict):
 def format_validation_error(error: ValidationError) -> str:
     """One `field: problem` per error, joined by `; `; the submitted values are never repeated."""
     return "; ".join(
-        f"{error_location(item['loc'])}: {item['msg']}"
+        f"{error_location(_named_safely(item['loc'], item['type']))}: {item['msg']}"
         for item in error.errors(include_input=False, include_url=False)
     )
+
+
+def _named_safely(loc: tuple[int | str, ...], kind: str) -> tuple[int | str, ...]:
+    """An unknown field is named only if its name reads as a field name (it was sent, so it may
+    be anything: text, an email): `messages[0].<unknown field>` otherwise."""
+    if kind != "extra_forbidden" or not loc:
+        return loc
+    key = loc[-1]
+    if isinstance(key, str) and not _SAFE_TOKEN.fullmatch(key):
+        return (*loc[:-1], "<unknown field>")
+    return loc
 
 
 def error_location(loc: tuple[int | str, ...]) -> str:
@@ -334,5 +345,11 @@ def _header_problem(
             continue
         text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
         if text != str(expected):
-            return f"{name} in the {source} is {text[:40]!r}; this endpoint takes {expected!r}"
+            # Named back only when it reads as a contract name, never as free text.
+            shown = repr(text) if _SAFE_TOKEN.fullmatch(text) else "another value"
+            return f"{name} in the {source} is {shown}; this endpoint takes {expected!r}"
     return None
+
+
+# What a detail may repeat of what was sent: a short token such as a field or contract name.
+_SAFE_TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,39}|[0-9]{1,9}")

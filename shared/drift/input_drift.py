@@ -31,6 +31,7 @@ inside the wheel, deterministic, nothing downloaded at run time. Text with no le
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from collections.abc import Mapping, Sequence
@@ -309,12 +310,10 @@ def input_drift(
         )
     gen = np.random.default_rng((rng or random.Random(0)).getrandbits(64))
     raw: list[tuple[str, float, float, str]] = []
-    statistic, p_value = _energy_test(
-        np.log1p(np.asarray([f.chars for f in reference], dtype=np.float64)),
-        np.log1p(np.asarray([f.chars for f in recent], dtype=np.float64)),
-        permutations,
-        gen,
-    )
+    log_ref = np.log1p(np.asarray([f.chars for f in reference], dtype=np.float64))
+    log_rec = np.log1p(np.asarray([f.chars for f in recent], dtype=np.float64))
+    statistic, p_value = _energy_test(log_ref, log_rec, permutations, gen)
+    effects = {"length": abs(float(np.mean(log_rec) - np.mean(log_ref)))}
     detail = (
         f"median chars {_median([f.chars for f in reference]):g}"
         f"→{_median([f.chars for f in recent]):g}"
@@ -332,10 +331,22 @@ def input_drift(
         and ref_emb.shape[1] == rec_emb.shape[1]
     ):
         raw.append(("embedding", *_rbf_mmd_test(ref_emb, rec_emb, permutations, gen)))
-    tests = _holm(raw, alpha)
+    tests = [
+        dataclasses.replace(
+            t, moved=t.moved and effects.get(t.name, t.statistic) >= MIN_EFFECT.get(t.name, 0.0)
+        )
+        for t in _holm(raw, alpha)
+    ]
     moved = [t for t in tests if t.moved]
     if moved:
         reason = "; ".join(_describe(t) for t in moved)
+    elif small := [t for t in tests if t.p_value <= t.level]:
+        reason = "no input drift: " + "; ".join(
+            f"{t.name} moved measurably but too little to matter (effect "
+            f"{effects.get(t.name, t.statistic):.3g} < {MIN_EFFECT.get(t.name, 0.0):.3g}; "
+            f"{t.detail})"
+            for t in small
+        )
     else:
         best = min(tests, key=lambda t: t.p_value)
         reason = (
@@ -352,6 +363,13 @@ def input_drift(
         permutations=permutations,
         tests=tuple(tests),
     )
+
+
+# A shift must also be large enough to matter, not only unlikely under the null: prompts whose
+# numbering grows ("question 9" -> "question 460") shift the length distribution measurably and
+# meaninglessly. Length: the mean of log(chars) must move by log(1.1) (prompts about 10% longer
+# or shorter); a mix (Jensen-Shannon divergence) by 0.005, about a 5-point move of one share.
+MIN_EFFECT: dict[str, float] = {"length": math.log(1.1), "language": 0.005, "feature": 0.005}
 
 
 def _category(name: str, features: PromptFeatures) -> str:

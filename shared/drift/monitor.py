@@ -167,7 +167,8 @@ class DriftMonitor:
         tenant = registry.tenant(tenant_id)
         if tenant is None:
             return None
-        stem = report_stem(tenant_id, key, self._clock())
+        started = self._clock()
+        stem = report_stem(tenant_id, key, started)
         evaluation = await self._advance(tenant_id, key, f"{self._container}/{stem}.json")
         if evaluation is None:
             return None
@@ -181,6 +182,7 @@ class DriftMonitor:
         return await self._report(
             tenant,
             key=key,
+            at=started,
             stem=stem,
             evaluation=evaluation,
             pending=pending,
@@ -354,7 +356,11 @@ class DriftMonitor:
             job_key=event.id,
             tenant_id=tenant.id,
             scope=scope,
-            base=ModelRef(deployment=base_name, model=base.model if base else None),
+            base=ModelRef(
+                deployment=base_name,
+                model=base.model if base else None,
+                model_version=base.model_version if base else None,
+            ),
             current=ModelRef(
                 deployment=serving,
                 model=deployment.model if deployment else None,
@@ -433,13 +439,14 @@ class DriftMonitor:
         tenant: Tenant,
         *,
         key: str,
+        at: datetime,
         stem: str,
         evaluation: Evaluation,
         pending: DriftEvent | None,
         action: Action,
         trigger: str,
     ) -> DriftReport:
-        now = self._clock()
+        now = at  # the report is named after the same moment
         detected = evaluation.detected
         chart = None
         if detected is not None:
@@ -466,6 +473,8 @@ class DriftMonitor:
             quality=evaluation.evidence.to_json(),
             input=input_part,
             drift=detected is not None or bool(evaluation.input and evaluation.input.detected),
+            quality_drift=detected is not None,
+            input_drift=bool(evaluation.input and evaluation.input.detected),
             drift_event_id=pending.id if pending else None,
             decision=decision,
             action=action,

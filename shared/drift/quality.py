@@ -480,6 +480,11 @@ class QualityDriftDetector:
                 f"quality fell from {before} to {after} after sample {last.reference_n}; "
                 f"GLR statistic {last.statistic:.1f} > threshold {last.threshold:.1f}"
             )
+        elif last.statistic == 0.0:
+            reason = (
+                "no drift: no split yet has a lower recent mean over enough ratings to test it "
+                f"(at least {self.min_recent} after the split, more when feedback is bursty)"
+            )
         elif last.recent_mean < last.reference_mean:
             reason = (
                 f"no drift: the largest drop, from {before} to {after} after sample "

@@ -41,7 +41,9 @@ class DriftReport(BaseModel):
     ratings_total: int = Field(description="ratings of this model version since its reference")
     quality: dict[str, Any] = Field(description="the detector's evidence (QualityEvidence)")
     input: dict[str, Any] | None = Field(description="the input-drift check (InputDriftResult)")
-    drift: bool
+    drift: bool = Field(description="quality_drift or input_drift")
+    quality_drift: bool = Field(description="the quality detector alarmed (acted on)")
+    input_drift: bool = Field(description="the prompts moved (reported, not acted on)")
     drift_event_id: str | None = None
     decision: str = Field(description="one sentence: what was decided and why")
     action: Action

@@ -6,7 +6,8 @@ stored feedback corrections, training sets) takes it from `Consent.keep`, never 
 - the tenant's policy (`DataPolicy.log_prompts`, in the registry) says whether any text may be
   kept; without it the writer gets `None` and a `withheld` reason, and keeps only text-free
   data (ratings, lengths, language, the tenant's feature label);
-- with it, the text is scrubbed of personal data (`shared.feedback.pii`) before it is returned,
+- with it, the text is normalised (NFKC, invisible and control characters removed: `normalised`)
+  and scrubbed of personal data (`shared.feedback.pii`) before it is returned,
   so what is written never held an email, phone, card, IBAN, IP address, national id or a name
   the scrubber found.
 
@@ -22,6 +23,8 @@ analysis; its retention is the lifecycle rule in infra (`resultRetentionDays`).
 from __future__ import annotations
 
 import asyncio
+import re
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -68,7 +71,7 @@ class Consent:
             return [KeptText(None, NOT_CONSENTED) for _ in texts]
         kept = []
         for text in texts:
-            scrubbed = self.scrubber.scrub(text)
+            scrubbed = self.scrubber.scrub(normalised(text))
             found = {str(kind): count for kind, count in scrubbed.found.items() if count}
             kept.append(KeptText(scrubbed.text, None, found))
         return kept
@@ -77,6 +80,21 @@ class Consent:
         if not policy.log_prompts:
             return self.keep_now(policy, texts)
         return await asyncio.to_thread(self.keep_now, policy, texts)
+
+
+# Invisible characters that split or disguise what a scrubber looks for, and that a training set
+# should not carry: zero-width and joiner characters, bidirectional controls, the BOM, and the C0/C1
+# controls other than tab and line breaks.
+_INVISIBLE = re.compile(
+    "[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff"
+    "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
+)
+
+
+def normalised(text: str) -> str:
+    """Text as it is kept: Unicode NFKC (a full-width email or card number becomes the plain
+    one it is, so the scrubber sees it) without invisible and control characters."""
+    return _INVISIBLE.sub("", unicodedata.normalize("NFKC", text))
 
 
 def training_tenants(

@@ -202,8 +202,16 @@ class FeedbackIntake:
             )
         kept = (
             (await self._consent.keep(tenant.policy, [feedback.correction]))[0]
-            if (feedback.correction is not None)
+            if feedback.correction is not None
             else None
+        )
+        # Labels are text too: kept only with consent, and only those the scrubber leaves as
+        # they are (a label that holds a card number or an email is not a label).
+        scrubbed_labels = await self._consent.keep(tenant.policy, list(feedback.labels))
+        labels = tuple(
+            label
+            for k, label in zip(scrubbed_labels, feedback.labels, strict=True)
+            if k.text == label
         )
         now = self._clock()
         record = FeedbackRecord(
@@ -214,7 +222,7 @@ class FeedbackIntake:
             correction=kept.text if kept else None,
             correction_withheld=kept.withheld if kept else None,
             pii_removed=dict(kept.pii_removed) if kept else {},
-            labels=feedback.labels,
+            labels=labels,
             deployment=result.deployment,
             model=result.model,
             model_version=result.model_version,

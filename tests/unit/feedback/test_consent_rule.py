@@ -64,6 +64,7 @@ async def run(rt: Runtime) -> None:
                 request_id,
                 "down" if i % 2 else "up",
                 correction=f"{marker(tenant)} corrected: mail {PERSONAL['email']}",
+                labels=[f"{marker(tenant)}-label", "4111111111111111", "DE89370400440532013000"],
             )
             await rt.feedback.handle_message(feedback_message(body, message_id=f"f-{request_id}"))
 
@@ -132,3 +133,17 @@ async def test_training_sets_hold_only_the_tenants_their_scope_allows() -> None:
         else:  # a model other tenants use: only those that share (tailwind); contoso keeps no text
             assert present == {"tailwind"}, key
             assert dataset.tenants == ("tailwind",)
+
+
+def test_disguised_personal_data_is_normalised_before_it_is_scrubbed() -> None:
+    from shared.feedback.consent import Consent
+    from shared.tenancy.registry import DataPolicy
+
+    disguised = [
+        "\uff42\uff4f\uff42\uff20\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45\uff0e\uff43\uff4f\uff4d",
+        " ".join(["\uff14\uff11\uff11\uff11"] + ["\uff11" * 4] * 3),
+        "b\u200bob@example.com",
+        "right\u202eleft\x00 \ufeffend",
+    ]
+    kept = Consent().keep_now(DataPolicy(log_prompts=True), disguised)
+    assert [k.text for k in kept] == ["<EMAIL>", "<CARD>", "<EMAIL>", "rightleft end"]

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from shared.contracts import FeedbackReason, FeedbackRecord, parse_feedback
+from shared.contracts import FeedbackReason, FeedbackRecord, parse_feedback, parse_inference_request
 from shared.contracts.inference import ContractError
 from shared.feedback.handler import FeedbackOutcome, sampled
 from shared.feedback.inference_log import model_key
@@ -205,3 +205,25 @@ def test_sampling_picks_about_one_in_n_and_is_the_same_everywhere() -> None:
     assert 0.04 <= sum(picked) / len(picked) <= 0.06
     assert picked == [sampled(f"req-{i}", 20) for i in range(20_000)]
     assert all(sampled(f"req-{i}", 1) for i in range(10))
+
+
+SENT = "SECRET alice@example.com 4111111111111111"
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{SENT: 1}, {"type": SENT}, {"version": SENT}, {"labels": [SENT]}, {"rating": SENT}],
+)
+@pytest.mark.parametrize("parse", [parse_feedback, parse_inference_request])
+def test_no_detail_repeats_what_was_sent(changes: dict[str, object], parse: object) -> None:
+    body = {"tenant_id": "t", "request_id": "r", "rating": "up", "messages": [], **changes}
+    with pytest.raises(ContractError) as caught:
+        parse(json.dumps(body).encode())  # type: ignore[operator]
+    assert "alice@example.com" not in caught.value.detail
+    assert "4111" not in caught.value.detail
+
+
+def test_an_unknown_field_with_a_plain_name_is_named() -> None:
+    with pytest.raises(ContractError) as caught:
+        parse_feedback(feedback_body("t", "r", colour="red"))
+    assert caught.value.detail == "colour: Extra inputs are not permitted"
