@@ -185,7 +185,7 @@ class PiiScrubber:
                     type(exc).__name__,
                     extra={"event": "pii.detector_failed", "detector": detector.name},
                 )
-        return resolve(spans)
+        return resolve(spans + _elsewhere(text, spans))
 
     def scrub(self, text: str) -> Scrubbed:
         """`text` with each found span replaced by its kind's placeholder, and the counts."""
@@ -197,6 +197,23 @@ class PiiScrubber:
             counts.update(s.kind for s in spans)
             text = _replace(text, spans)
         return Scrubbed(text=text, found=MappingProxyType(dict(counts)))
+
+
+def _elsewhere(text: str, spans: Sequence[Span]) -> list[Span]:
+    """Every other occurrence of a value found somewhere: a value that is personal data in one
+    place (an IP address) is in another where its context hides it ("v 207.7.47.204")."""
+    more: list[Span] = []
+    for value, kind, score in {(text[s.start : s.end], s.kind, s.score) for s in spans}:
+        if len(value) < _MIN_REPEATED:
+            continue
+        at = text.find(value)
+        while at >= 0:
+            more.append(Span(at, at + len(value), kind, score))
+            at = text.find(value, at + 1)
+    return more
+
+
+_MIN_REPEATED = 6  # shorter values (a short name) are too likely to occur inside other words
 
 
 def _replace(text: str, spans: Sequence[Span]) -> str:

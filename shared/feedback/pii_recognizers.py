@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import string
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -25,6 +26,7 @@ from presidio_analyzer.predefined_recognizers import (
     UkNinoRecognizer,
     UsSsnRecognizer,
 )
+from stdnum import iban as stdnum_iban
 from stdnum.fr import nir
 from stdnum.nl import bsn
 
@@ -76,6 +78,65 @@ class PresidioDetector:
     def _has_context(self, text: str, start: int) -> bool:
         before = text[max(0, start - _CONTEXT_CHARS) : start].lower()
         return any(w in before for w in self.recognizer.context or ())
+
+
+_DOT_BETWEEN_DIGITS = re.compile(r"(?<=\d)\.(?=\d)")
+_ASCII_UPPER = str.maketrans(string.ascii_lowercase, string.ascii_uppercase)
+
+
+@dataclass(frozen=True)
+class DotsAsSpaces:
+    """`inner` on the text with dots between digits read as spaces (`4111.1111.1111.1111` is
+    grouped as people group with spaces); the same length, so spans keep their offsets."""
+
+    inner: Detector
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    def find(self, text: str) -> Iterator[Span]:
+        yield from self.inner.find(_DOT_BETWEEN_DIGITS.sub(" ", text))
+
+
+@dataclass(frozen=True)
+class UpperCased:
+    """`inner` on the text as it is and with ASCII letters upper-cased (an IBAN typed in lower
+    case is still one); only ASCII, so every offset stays (`str.upper` would turn a German sharp
+    s into two letters)."""
+
+    inner: Detector
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    def find(self, text: str) -> Iterator[Span]:
+        # both: upper-casing the words around an IBAN can make them look like more of its groups
+        yield from self.inner.find(text)
+        upper = text.translate(_ASCII_UPPER)
+        if upper != text:
+            yield from self.inner.find(upper)
+
+
+@dataclass(frozen=True)
+class IbanPrefixDetector:
+    """An IBAN followed by more digit groups ("ES67 0456 ... 0148 0000"): Presidio's pattern takes
+    the whole run, whose checksum then fails. Here each IBAN-shaped run is cut back at its spaces
+    until a prefix passes python-stdnum's IBAN check (length per country and mod 97; as Presidio,
+    not each country's own BBAN check digits)."""
+
+    name: str = "iban_prefix"
+    score: float = 0.9
+
+    def find(self, text: str) -> Iterator[Span]:
+        for match in _IBAN_SHAPE.finditer(text):
+            parts = match.group().split(" ")
+            for k in range(len(parts), 0, -1):
+                candidate = " ".join(parts[:k])
+                if stdnum_iban.is_valid(candidate.replace(" ", ""), check_country=False):
+                    yield Span(match.start(), match.start() + len(candidate), PiiKind.IBAN, 0.9)
+                    break
 
 
 @dataclass(frozen=True)
@@ -394,8 +455,11 @@ def default_detectors() -> list[Detector]:
             anchor="@",
             window=_EMAIL_WINDOW,
         ),
-        OutsideIbanShapes(presidio("card", CreditCardRecognizer(), PiiKind.CARD, 0.9)),
-        presidio("iban", IbanRecognizer(), PiiKind.IBAN, 0.9),
+        OutsideIbanShapes(
+            DotsAsSpaces(presidio("card", CreditCardRecognizer(), PiiKind.CARD, 0.9))
+        ),
+        UpperCased(presidio("iban", IbanRecognizer(), PiiKind.IBAN, 0.9)),
+        UpperCased(IbanPrefixDetector()),
         IpDetector(presidio("ip", _IpRecognizer(), PiiKind.IP)),
         OutsideIbanShapes(PhoneDetector()),
         # 0.35: a bare 9-digit run (Presidio: 0.05) counts only with a context word (+0.35)

@@ -4,6 +4,7 @@ idempotent, deterministic) with hypothesis."""
 
 from __future__ import annotations
 
+import os
 import random
 import time
 
@@ -15,7 +16,15 @@ from bench.pii import STRUCTURED, evaluate
 from bench.pii_corpus import Gen, generate
 from shared.feedback.pii import PiiKind, PiiScrubber, Span, default_scrubber, resolve
 
-PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Locally each run explores new inputs (that is how the side-by-side phone and IBAN cases were
+# found); in CI the examples are derived from the test (derandomize), so a landing is repeatable.
+PROPERTY = settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=bool(os.environ.get("CI")),
+    database=None,
+)
 
 
 @pytest.fixture(scope="module")
@@ -237,3 +246,29 @@ def test_phones_written_side_by_side_are_each_removed() -> None:
     result = default_scrubber().scrub(text)
     assert result.text == " <PHONE>  <PHONE>  <PHONE> "
     assert result.found == {PiiKind.PHONE: 3}
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("pay to de89370400440532013000 please", PiiKind.IBAN),
+        ("Straße 5, gb82 west 1234 5698 7654 32", PiiKind.IBAN),
+        ("card 4111.1111.1111.1111 expires soon", PiiKind.CARD),
+    ],
+)
+def test_lower_case_ibans_and_dotted_cards_are_found(text: str, kind: PiiKind) -> None:
+    result = default_scrubber().scrub(text)
+    assert result.found == {kind: 1}, result
+
+
+def test_an_iban_followed_by_more_digit_groups_is_found() -> None:
+    # found by hypothesis: Presidio takes "ES67... 0000" as one candidate, whose checksum fails
+    text = " ES6704565818175555000148 0000 ES6704565818175555000148 "
+    assert default_scrubber().scrub(text).text == " <IBAN> 0000 <IBAN> "
+
+
+def test_a_value_found_once_is_removed_wherever_it_occurs() -> None:
+    # found by hypothesis: after "v" a dotted quad reads as a version, yet the same address was
+    # found as an IP elsewhere in the text
+    text = "from 207.7.47.204 and v 207.7.47.204"
+    assert default_scrubber().scrub(text).text == "from <IP> and v <IP>"
