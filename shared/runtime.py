@@ -168,7 +168,7 @@ class Runtime:
             row_sender = ServiceBusRowSender.from_settings(settings, credential)
         else:
             replies = UnconfiguredReplySender()
-        return cls(
+        runtime = cls(
             store=store,
             registry=RegistrySource(
                 settings.tenant_registry,
@@ -195,6 +195,8 @@ class Runtime:
                 quota_share=settings.batch_quota_share,
             ),
         )
+        runtime.consent.warm_up()  # the first answer of a new instance need not wait for it
+        return runtime
 
     async def close(self) -> None:
         await self.models.close()

@@ -23,7 +23,7 @@ import pytest
 from azure.servicebus import ServiceBusMessage, ServiceBusSubQueue
 from azure.servicebus.aio import ServiceBusClient
 
-from devhost.demo import Resilience, simulator_stats
+from devhost.demo import Resilience, log_fields, simulator_stats
 from devhost.processes import free_port
 from devhost.stack import REGISTRY, FunctionsHostProcess, LocalStack, StackOptions
 from shared.storage import names
@@ -77,6 +77,16 @@ def _ok_calls(stats: dict[str, object], tenant: str) -> int:
     return sum(d["ok"] for d in tenants.get(tenant, {}).get("deployments", {}).values())
 
 
+def _handled(log: Path) -> int:
+    """Requests of tailwind an instance answered or put back (rescheduled) for later."""
+    events = ("inference.completed", "inference.rescheduled")
+    return sum(
+        1
+        for fields in log_fields(log.read_text().splitlines())
+        if fields.get("event") in events and fields.get("tenant_id") == "tailwind"
+    )
+
+
 def test_two_host_instances_together_stay_within_the_tenants_quota(tmp_path: Path) -> None:
     options = StackOptions(data_dir=tmp_path, registry=small_quota_registry(tmp_path / "r.json"))
     with LocalStack(options) as stack:
@@ -98,6 +108,9 @@ def test_two_host_instances_together_stay_within_the_tenants_quota(tmp_path: Pat
     served = _ok_calls(stats, "tailwind")
     assert served <= QUOTA_RPM, f"two instances together served {served} > {QUOTA_RPM} in a minute"
     assert served >= QUOTA_RPM // 2, "the quota was not used: something else held requests back"
-    assert first_host.get("reschedules", 0) > 0
-    assert second_host.get("reschedules", 0) > 0, "the second host took no part"
+    # Both instances took part (which of them meets the over-quota requests is a race), and the
+    # quota they share made them reschedule.
+    assert first_host.get("reschedules", 0) + second_host.get("reschedules", 0) > 0
+    handled = [_handled(log) for log in logs]
+    assert all(handled), f"an instance took no part: {handled}"
     assert dead == 0
