@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from shared.batch.fanout import ReplyRowSender, RowSender, ServiceBusRowSender
 from shared.batch.files import files_for
 from shared.batch.policy import BatchPolicy
 from shared.batch.service import Batches
+from shared.drift.input_drift import prompt_features
 from shared.drift.monitor import DriftMonitor
 from shared.feedback.consent import Consent
 from shared.feedback.handler import FeedbackIntake
@@ -195,8 +197,21 @@ class Runtime:
                 quota_share=settings.batch_quota_share,
             ),
         )
-        runtime.consent.warm_up()  # the first answer of a new instance need not wait for it
+        runtime.warm_up()
         return runtime
+
+    def warm_up(self) -> threading.Thread:
+        """Build what is slow on first use (the PII scrubber, about 1 s of CPU; the language
+        identifier of the prompt features, about 0.75 s) in a background thread, so the first
+        answer of a new instance does not wait for them."""
+
+        def build() -> None:
+            _ = self.consent.scrubber
+            prompt_features("warm up", None)
+
+        thread = threading.Thread(target=build, name="warm-up", daemon=True)
+        thread.start()
+        return thread
 
     async def close(self) -> None:
         await self.models.close()

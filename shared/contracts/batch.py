@@ -34,6 +34,7 @@ from shared.contracts.inference import (
     InferenceResult,
     RejectionReason,
     RejectionRecord,
+    decode_object,
     parse_inference_request,
 )
 
@@ -163,23 +164,7 @@ def parse_batch_row(text: bytes, *, tenant_id: str, batch_id: str, line: int) ->
     """One row as the request that will be sent: `tenant_id` filled in from the path (a different
     one is `wrong_tenant`), `request_id` set to `<batch_id>:<line>`. Raises ContractError with a
     detail that names fields, never values."""
-    try:
-        document = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        position = getattr(exc, "pos", getattr(exc, "start", "?"))
-        raise ContractError(
-            RowErrorReason.INVALID_JSON,
-            f"the row is not valid UTF-8 JSON ({type(exc).__name__} at position {position})",
-        ) from None
-    except RecursionError:
-        raise ContractError(
-            RowErrorReason.INVALID_JSON, "the row is nested too deeply to be read"
-        ) from None
-    if not isinstance(document, dict):
-        raise ContractError(
-            RowErrorReason.INVALID_JSON,
-            f"the row must be a JSON object, not {type(document).__name__}",
-        )
+    document = decode_object(text, what="row")
     claimed = document.get("tenant_id")
     if claimed is not None and claimed != tenant_id:
         raise ContractError(

@@ -18,7 +18,6 @@ without saying whether another tenant has such a request.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from datetime import datetime
@@ -32,11 +31,10 @@ from shared.contracts.inference import (
     TENANT_ID_PATTERN,
     ContractError,
     Text,
-    _header_problem,
     _Strict,
-    _well_formed,
+    checked_envelope,
+    decode_object,
     format_validation_error,
-    unencodable_text,
 )
 
 FEEDBACK_TYPE: Final = "feedback"
@@ -125,33 +123,14 @@ def parse_feedback(
 ) -> Feedback:
     """Decode and validate a feedback body; ContractError (reason from FeedbackReason) with a
     readable detail that never repeats the submitted text."""
-    try:
-        document = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ContractError(
-            FeedbackReason.INVALID_JSON,
-            f"the body is not valid UTF-8 JSON ({type(exc).__name__})",
-        ) from None
-    if not isinstance(document, dict):
-        raise ContractError(
-            FeedbackReason.INVALID_JSON,
-            f"the body must be a JSON object, not {type(document).__name__}",
-        )
-    ids = {
-        "tenant_id": _well_formed(document.get("tenant_id"), TENANT_ID_PATTERN),
-        "request_id": _well_formed(document.get("request_id"), REQUEST_ID_PATTERN),
-    }
-    problems = unencodable_text(document)
-    if problems:
-        raise ContractError(FeedbackReason.INVALID_FEEDBACK, "; ".join(problems), **ids)
-    props = application_properties or {}
-    for name, expected, reason in (
-        ("type", FEEDBACK_TYPE, FeedbackReason.UNSUPPORTED_TYPE),
-        ("version", FEEDBACK_VERSION, FeedbackReason.UNSUPPORTED_VERSION),
-    ):
-        problem = _header_problem(document, props, name, expected)
-        if problem:
-            raise ContractError(reason, problem, **ids)
+    document = decode_object(body)
+    ids = checked_envelope(
+        document,
+        application_properties,
+        contract_type=FEEDBACK_TYPE,
+        version=FEEDBACK_VERSION,
+        invalid_reason=FeedbackReason.INVALID_FEEDBACK,
+    )
     document = {**document, "type": FEEDBACK_TYPE, "version": FEEDBACK_VERSION}
     if isinstance(document.get("rating"), bool):  # JSON true is not the rating 1
         document["rating"] = "not-a-rating"

@@ -259,36 +259,14 @@ def parse_inference_request(
     `type` and `version` may be given in the body or as application properties of the same
     names; when both are given they must agree. When neither is, v1 is assumed.
     """
-    try:
-        document = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        detail = f"the body is not valid UTF-8 JSON ({type(exc).__name__} at position "
-        detail += f"{getattr(exc, 'pos', getattr(exc, 'start', '?'))})"
-        raise ContractError(RejectionReason.INVALID_JSON, detail) from None
-    except RecursionError:  # json.loads recurses once per nesting level
-        raise ContractError(
-            RejectionReason.INVALID_JSON, "the body is nested too deeply to be read"
-        ) from None
-    if not isinstance(document, dict):
-        raise ContractError(
-            RejectionReason.INVALID_JSON,
-            f"the body must be a JSON object, not {type(document).__name__}",
-        )
-    ids = {
-        "tenant_id": _well_formed(document.get("tenant_id"), TENANT_ID_PATTERN),
-        "request_id": _well_formed(document.get("request_id"), REQUEST_ID_PATTERN),
-    }
-    problems = unencodable_text(document)
-    if problems:
-        raise ContractError(RejectionReason.INVALID_REQUEST, "; ".join(problems), **ids)
-    props = application_properties or {}
-    for name, expected, reason in (
-        ("type", REQUEST_TYPE, RejectionReason.UNSUPPORTED_TYPE),
-        ("version", CONTRACT_VERSION, RejectionReason.UNSUPPORTED_VERSION),
-    ):
-        problem = _header_problem(document, props, name, expected)
-        if problem:
-            raise ContractError(reason, problem, **ids)
+    document = decode_object(body)
+    ids = checked_envelope(
+        document,
+        application_properties,
+        contract_type=REQUEST_TYPE,
+        version=CONTRACT_VERSION,
+        invalid_reason=RejectionReason.INVALID_REQUEST,
+    )
     document = {**document, "type": REQUEST_TYPE, "version": CONTRACT_VERSION}
     try:
         return InferenceRequest.model_validate(document)
@@ -296,6 +274,56 @@ def parse_inference_request(
         raise ContractError(
             RejectionReason.INVALID_REQUEST, format_validation_error(exc), **ids
         ) from None
+
+
+def decode_object(data: bytes, *, what: str = "body") -> dict[str, Any]:
+    """`data` as a JSON object; ContractError `invalid_json` (naming `what`: body, row) if it is
+    not UTF-8 JSON, nested too deeply to read, or not an object. Every contract starts here."""
+    try:
+        document = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        detail = f"the {what} is not valid UTF-8 JSON ({type(exc).__name__} at position "
+        detail += f"{getattr(exc, 'pos', getattr(exc, 'start', '?'))})"
+        raise ContractError(RejectionReason.INVALID_JSON, detail) from None
+    except RecursionError:  # json.loads recurses once per nesting level
+        raise ContractError(
+            RejectionReason.INVALID_JSON, f"the {what} is nested too deeply to be read"
+        ) from None
+    if not isinstance(document, dict):
+        raise ContractError(
+            RejectionReason.INVALID_JSON,
+            f"the {what} must be a JSON object, not {type(document).__name__}",
+        )
+    return document
+
+
+def checked_envelope(
+    document: Mapping[str, Any],
+    application_properties: Mapping[str, object] | None,
+    *,
+    contract_type: str,
+    version: int,
+    invalid_reason: str,
+) -> dict[str, str | None]:
+    """The ids a decoded body claims (when well-formed), after the checks every contract shares:
+    all its text encodable (`invalid_reason` otherwise), and `type` / `version` in the body or
+    the application properties, if given, the contract's (`unsupported_type` / `_version`)."""
+    ids = {
+        "tenant_id": _well_formed(document.get("tenant_id"), TENANT_ID_PATTERN),
+        "request_id": _well_formed(document.get("request_id"), REQUEST_ID_PATTERN),
+    }
+    problems = unencodable_text(document)
+    if problems:
+        raise ContractError(invalid_reason, "; ".join(problems), **ids)
+    props = application_properties or {}
+    for name, expected, reason in (
+        ("type", contract_type, RejectionReason.UNSUPPORTED_TYPE),
+        ("version", version, RejectionReason.UNSUPPORTED_VERSION),
+    ):
+        problem = _header_problem(document, props, name, expected)
+        if problem:
+            raise ContractError(reason, problem, **ids)
+    return ids
 
 
 def unencodable_text(document: object, *, limit: int = 8) -> list[str]:

@@ -68,7 +68,7 @@ class LogCursor(BaseModel):
 
     day: date
     part: int = 0
-    lines: int = 0
+    offset: int = 0
 
 
 class DriftEvent(BaseModel):
@@ -270,7 +270,7 @@ class DriftMonitor:
         new_state = state.model_copy(
             update={
                 "detector": detector.state(),
-                "ratings_cursor": (cursor.part, cursor.lines),
+                "ratings_cursor": (cursor.part, cursor.offset),
                 "ratings_total": total,
                 "log_cursor": log_cursor,
                 "reference_features": reference,
@@ -296,12 +296,12 @@ class DriftMonitor:
         today = self._clock().date()
         start = state.log_cursor or LogCursor(day=today - timedelta(days=self._window_days - 1))
         features: list[dict[str, Any]] = []
-        day, cursor = start.day, Cursor(start.part, start.lines)
-        last = LogCursor(day=day, part=cursor.part, lines=cursor.lines)
+        day, cursor = start.day, Cursor(start.part, start.offset)
+        last = LogCursor(day=day, part=cursor.part, offset=cursor.offset)
         while day <= today:
             entries, after = await self._log.read_day(state.tenant_id, day, cursor)
             features.extend(e.features for e in entries if e.model_key == state.model_key)
-            last = LogCursor(day=day, part=after.part, lines=after.lines)
+            last = LogCursor(day=day, part=after.part, offset=after.offset)
             day, cursor = day + timedelta(days=1), Cursor()
         if last.day < today:
             last = LogCursor(day=today)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import threading
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -65,13 +64,6 @@ class Consent:
     @cached_property
     def scrubber(self) -> Scrubber:
         return self._make_scrubber()
-
-    def warm_up(self) -> threading.Thread:
-        """Build the scrubber (about a second of CPU) in a background thread now, so the first
-        request of a new instance does not wait for it."""
-        thread = threading.Thread(target=lambda: self.scrubber, name="pii-warm-up", daemon=True)
-        thread.start()
-        return thread
 
     def keep_now(self, policy: DataPolicy, texts: Sequence[str]) -> list[KeptText]:
         """Each text as it may be kept (CPU-bound; `keep` runs it off the event loop)."""

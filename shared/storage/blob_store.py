@@ -32,6 +32,7 @@ JSON_LINES_CONTENT: str = "application/x-ndjson"
 
 # An append blob takes at most 50,000 blocks (appends); the service answers this code after that.
 _BLOCK_COUNT_EXCEEDS_LIMIT = "BlockCountExceedsLimit"
+_RANGE_NOT_SATISFIABLE = 416
 
 
 def _error_code(exc: HttpResponseError) -> str | None:
@@ -58,6 +59,11 @@ class StoredBlob:
 class BlobStore(Protocol):
     async def read(self, container: str, name: str) -> StoredBlob | None:
         """The blob and its metadata, or None if there is no such blob."""
+        ...
+
+    async def read_from(self, container: str, name: str, offset: int) -> bytes | None:
+        """The blob's bytes from `offset` on (b"" at or past its end), or None if there is no
+        such blob: a reader that remembers how far it got downloads only what is new."""
         ...
 
     async def create(
@@ -124,6 +130,18 @@ class AzureBlobStore:
             return None
         properties = downloader.properties
         return StoredBlob(data=data, metadata=dict(properties.metadata or {}), etag=properties.etag)
+
+    async def read_from(self, container: str, name: str, offset: int) -> bytes | None:
+        blob = self._service.get_blob_client(container, name)
+        try:
+            downloader = await blob.download_blob(offset=offset)
+            return bytes(await downloader.readall())
+        except ResourceNotFoundError:
+            return None
+        except HttpResponseError as exc:
+            if exc.status_code == _RANGE_NOT_SATISFIABLE:  # the offset is the blob's end
+                return b""
+            raise
 
     async def create(
         self,
@@ -248,6 +266,10 @@ class MemoryBlobStore:
         return StoredBlob(
             bytes(self.blobs[key]), dict(self.metadata.get(key, {})), self.etags.get(key)
         )
+
+    async def read_from(self, container: str, name: str, offset: int) -> bytes | None:
+        data = self.blobs.get((container, name))
+        return None if data is None else bytes(data[offset:])
 
     async def create(
         self,

@@ -5,8 +5,8 @@ A log is named by its base, e.g. `tailwind/2026-11-30` in the `usage` container:
 appends (Azure Storage's limit for append blobs), one line per append, so concurrent writers never
 interleave within a line and storage keeps their arrival order.
 
-Readers take every part in order, and may start from a `Cursor` (part, lines already read), so a
-consumer that remembers its cursor reads each line once.
+Readers take every part in order, and may start from a `Cursor` (part, byte offset already read),
+so a consumer that remembers its cursor reads, and downloads, each line once.
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ def part_name(base: str, part: int = 0) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Cursor:
-    """How far a reader got: `lines` lines of part `part` were read (parts before it: all)."""
+    """How far a reader got: the bytes of part `part` before `offset` were read (earlier parts:
+    all), so the next read downloads only what was appended since."""
 
     part: int = 0
-    lines: int = 0
+    offset: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,11 +83,11 @@ class JsonLinesLog:
         for part in await self.parts(base):
             if part < since.part:
                 continue
-            blob = await self._store.read(self._container, part_name(base, part))
-            if blob is None:
+            offset = since.offset if part == since.part else 0
+            data = await self._store.read_from(self._container, part_name(base, part), offset)
+            if data is None:
                 continue
-            complete = blob.data[: blob.data.rfind(b"\n") + 1].splitlines()
-            skip = since.lines if part == since.part else 0
-            lines.extend(line for line in complete[skip:] if line.strip())
-            cursor = Cursor(part=part, lines=max(len(complete), skip))
+            complete = data[: data.rfind(b"\n") + 1]
+            lines.extend(line for line in complete.splitlines() if line.strip())
+            cursor = Cursor(part=part, offset=offset + len(complete))
         return lines, cursor

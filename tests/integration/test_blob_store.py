@@ -132,3 +132,12 @@ async def test_list_names_by_prefix(store: AzureBlobStore) -> None:
         prefix + "sub/c.json",
     ]
     assert await store.list_names(f"missing-{uuid.uuid4().hex[:8]}", "") == []
+
+
+async def test_read_from_downloads_only_the_bytes_after_an_offset(store: AzureBlobStore) -> None:
+    name = unique("usage").replace(".json", ".jsonl")
+    for line in (b"one\n", b"two\n"):
+        await store.append(names.USAGE_CONTAINER, name, line)
+    assert await store.read_from(names.USAGE_CONTAINER, name, 4) == b"two\n"
+    assert await store.read_from(names.USAGE_CONTAINER, name, 8) == b""  # at the end
+    assert await store.read_from(names.USAGE_CONTAINER, unique(), 0) is None
