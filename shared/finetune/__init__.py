@@ -1,0 +1,1 @@
+"""The fine-tuning loop: job intake, fair-share admission, backends, gate, promotion."""
