@@ -1,1 +1,1 @@
-"""Where fine-tuning jobs run, behind one port (`port.TrainingBackend`): AML, Azure OpenAI, local."""
+"""Where fine-tuning jobs run, behind one port (`port.TrainingBackend`)."""
