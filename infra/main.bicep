@@ -211,6 +211,8 @@ var dataContainerNames = [
   'drift'
   'training'
   'batches'
+  'jobs'
+  'models'
 ]
 
 var configContainerName = 'config'

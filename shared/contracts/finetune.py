@@ -46,7 +46,7 @@ class DatasetRef(_Strict):
 
 
 class FinetuneReason(_Strict):
-    kind: Literal["quality_drift", "input_drift", "operator"]
+    kind: Literal["quality_drift", "input_drift", "operator", "training_upload"]
     report: str | None = Field(default=None, description="the drift report blob")
     summary: str = Field(max_length=2000)
 

@@ -34,6 +34,10 @@ DRIFT_CONTAINER: Final = "drift"
 TRAINING_CONTAINER: Final = "training"
 # Batch uploads: one record per batch (shared.batch.record).
 BATCHES_CONTAINER: Final = "batches"
+# Fine-tuning: one record per job, the fleet's admission state (shared.finetune.jobs, admission).
+JOBS_CONTAINER: Final = "jobs"
+# Trained adapters and their metrics and lineage, per tenant (local runner; AML keeps its own).
+MODELS_CONTAINER: Final = "models"
 
 CONTAINERS: Final = (
     RESULTS_CONTAINER,
@@ -46,6 +50,8 @@ CONTAINERS: Final = (
     DRIFT_CONTAINER,
     TRAINING_CONTAINER,
     BATCHES_CONTAINER,
+    JOBS_CONTAINER,
+    MODELS_CONTAINER,
 )
 
 # Rejections of messages whose tenant is not known are filed under this prefix.
