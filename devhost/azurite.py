@@ -87,6 +87,20 @@ async def create_containers(connection: str, containers: Iterable[str] = names.C
                 await service.create_container(name)
 
 
+async def seed_registry(connection: str, source: Path, blob: str, *, replace: bool = True) -> bool:
+    """Upload the registry document `source` to `blob` (`<container>/<name>`); with
+    `replace=False` an existing blob is kept. True if it was written."""
+    container, _, name = blob.partition("/")
+    document = await asyncio.to_thread(source.read_bytes)
+    async with BlobServiceClient.from_connection_string(connection) as service:
+        client = service.get_blob_client(container, name)
+        try:
+            await client.upload_blob(document, overwrite=replace)
+        except ResourceExistsError:
+            return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devhost.azurite", description=__doc__)
     parser.add_argument("--port", type=int, default=None)

@@ -12,16 +12,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
-from devhost.azurite import Azurite, create_containers
+from devhost.azurite import Azurite, create_containers, seed_registry
 from devhost.processes import ROOT, ChildProcess, free_port, python_module
 from devhost.redis import RedisServer
 from devhost.servicebus.launcher import BrokerProcess
+from shared.storage import names
 
 MODELS_CONFIG = ROOT / "devhost" / "models.config.json"
 REGISTRY = ROOT / "devhost" / "registry.json"
 SERVICEBUS_CONFIG = ROOT / "devhost" / "servicebus.config.json"
 MODEL_API_KEY = "sim-key"
 HOST_READY_TEXT = "functions host ready"
+# Where the app reads the registry, as in Azure (`blob://config/registry.json`): the stack copies
+# `StackOptions.registry` there at start, so promotion and onboarding change a copy, never the
+# checked-in file.
+REGISTRY_BLOB = f"{names.CONFIG_CONTAINER}/registry.json"
 
 
 @dataclass
@@ -84,6 +89,9 @@ class LocalStack:
             ).start()
             self.azurite = Azurite(location=self.options.data_dir / "azurite").start()
             asyncio.run(create_containers(self.azurite.connection_string))
+            asyncio.run(
+                seed_registry(self.azurite.connection_string, self.options.registry, REGISTRY_BLOB)
+            )
             self.redis = RedisServer(
                 data_dir=self.options.data_dir / "redis", log_path=self.logs / "redis.log"
             ).start()
@@ -104,7 +112,7 @@ class LocalStack:
         return {
             "ServiceBusConnection": self.broker.connection_string,
             "AzureWebJobsStorage": self.azurite.connection_string,
-            "TENANT_REGISTRY": str(self.options.registry),
+            "TENANT_REGISTRY": f"blob://{REGISTRY_BLOB}",
             "AZURE_OPENAI_ENDPOINT": self.models.url,
             "AZURE_AI_SERVICES_ENDPOINT": f"{self.models.url}/models",
             "MODEL_API_KEY": MODEL_API_KEY,

@@ -188,7 +188,9 @@ class RejectionRecord(_Strict):
     """`inference.rejected` v1: written to `rejected/<tenant or _unknown>/<message_id>.json` and,
     for a known tenant with an allowed `reply_to`, sent there too."""
 
-    type: Literal["inference.rejected", "feedback.rejected"] = REJECTED_TYPE
+    type: Literal[
+        "inference.rejected", "feedback.rejected", "finetune.rejected", "training.rejected"
+    ] = REJECTED_TYPE
     version: Literal[1] = CONTRACT_VERSION
     reason: str
     detail: str

@@ -167,6 +167,11 @@ class DataPolicy(_Strict):
     )
     tuning_cooldown_hours: float = Field(default=24.0, ge=0, le=24 * 90)
     min_training_examples: int = Field(default=50, ge=1, le=1_000_000)
+    gpu_minutes_per_month: float | None = Field(
+        default=None,
+        gt=0,
+        description="fine-tuning jobs' GPU-minutes per calendar month (UTC); None: no budget",
+    )
 
 
 class Tenant(_Strict):
