@@ -130,6 +130,63 @@ class Settings(BaseSettings):
         description="days of feedback and inference log a training set is built from",
     )
 
+    finetune_backend: str = Field(
+        default="auto",
+        pattern=r"^(auto|azure_openai|azure_ml|local)$",
+        validation_alias=AliasChoices("FINETUNE_BACKEND"),
+        description="where fine-tuning jobs run: auto (by the base deployment's kind: "
+        "azure_openai -> Azure OpenAI fine-tuning, ai_inference -> Azure ML), or one backend",
+    )
+    finetune_max_running_jobs: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        validation_alias=AliasChoices("FINETUNE_MAX_RUNNING_JOBS"),
+        description="fine-tuning jobs on the GPU at once (the GPU cluster's max nodes)",
+    )
+    finetune_judge_deployment: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("FINETUNE_JUDGE_DEPLOYMENT"),
+        description="the registry deployment (purpose: evaluation) that scores candidates; "
+        "unset: token F1 against the reference answers",
+    )
+    finetune_gate_margin: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        validation_alias=AliasChoices("FINETUNE_GATE_MARGIN"),
+        description="how much better (score 0..1) a candidate must be to be promoted",
+    )
+    finetune_gate_confidence: float = Field(
+        default=0.95,
+        gt=0.5,
+        lt=1,
+        validation_alias=AliasChoices("FINETUNE_GATE_CONFIDENCE"),
+        description="the confidence of the paired bootstrap's lower bound",
+    )
+    local_training_runner_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("LOCAL_TRAINING_RUNNER_URL"),
+        description="devhost only: the job runner that stands in for Azure ML",
+    )
+    azure_subscription_id: str | None = Field(
+        default=None, validation_alias=AliasChoices("AZURE_SUBSCRIPTION_ID")
+    )
+    azure_resource_group: str | None = Field(
+        default=None, validation_alias=AliasChoices("AZURE_RESOURCE_GROUP")
+    )
+    azure_openai_account_name: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AZURE_OPENAI_ACCOUNT_NAME"),
+        description="the Azure OpenAI account fine-tuned models are deployed on (ARM)",
+    )
+    azure_ml_workspace_name: str | None = Field(
+        default=None, validation_alias=AliasChoices("AZURE_ML_WORKSPACE_NAME")
+    )
+    azure_ml_compute_name: str | None = Field(
+        default=None, validation_alias=AliasChoices("AZURE_ML_COMPUTE_NAME")
+    )
+
 
 # Settings that Azure sets optionally or that only the local stack uses; the infra contract test
 # accepts their absence from the Bicep app settings.
@@ -151,6 +208,12 @@ OPTIONAL_IN_AZURE: frozenset[str] = frozenset(
         "BATCH_QUOTA_SHARE",
         "DRIFT_CHECK_EVERY",
         "DRIFT_WINDOW_DAYS",
+        "FINETUNE_BACKEND",
+        "FINETUNE_MAX_RUNNING_JOBS",
+        "FINETUNE_JUDGE_DEPLOYMENT",
+        "FINETUNE_GATE_MARGIN",
+        "FINETUNE_GATE_CONFIDENCE",
+        "LOCAL_TRAINING_RUNNER_URL",
     }
 )
 

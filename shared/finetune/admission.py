@@ -66,6 +66,8 @@ class FleetState(BaseModel):
 
     running: list[_Entry] = Field(default_factory=list)
     waiting: list[_Entry] = Field(default_factory=list)
+    evaluating: list[_Entry] = Field(default_factory=list)
+    """Jobs off the GPU whose candidate the gate has still to score (the watcher's to-do)."""
     usage: list[_Usage] = Field(default_factory=list)
 
 
@@ -145,8 +147,9 @@ class Admission:
             return decision
         raise RuntimeError("the fleet document kept changing during admission")
 
-    async def release(self, tenant_id: str, job_id: str) -> float:
-        """The job left the GPU (finished, failed, cancelled): book its minutes; returns them."""
+    async def release(self, tenant_id: str, job_id: str, *, to_evaluate: bool = False) -> float:
+        """The job left the GPU (finished, failed, cancelled): book its minutes; returns them.
+        `to_evaluate`: its candidate awaits the gate (listed until `evaluated`)."""
         for _ in range(_ATTEMPTS):
             state, etag = await self._read()
             now = self._clock()
@@ -159,6 +162,10 @@ class Admission:
                 state.usage.append(
                     _Usage(job_id=job_id, tenant_id=tenant_id, finished_at=now, minutes=minutes)
                 )
+            if to_evaluate and all(e.job_id != job_id for e in state.evaluating):
+                state.evaluating.append(
+                    _Entry(job_id=job_id, tenant_id=tenant_id, since=now, seen=now)
+                )
             self._prune(state, now)
             try:
                 await self._write(state, etag)
@@ -168,12 +175,13 @@ class Admission:
         raise RuntimeError("the fleet document kept changing during release")
 
     async def forget(self, job_id: str) -> None:
-        """Drop a waiting job that will never ask again (rejected, cancelled)."""
+        """Drop a job that will never ask again (rejected, cancelled) or was evaluated."""
         for _ in range(_ATTEMPTS):
             state, etag = await self._read()
-            if all(e.job_id != job_id for e in state.waiting):
+            if all(e.job_id != job_id for e in (*state.waiting, *state.evaluating)):
                 return
             state.waiting = [e for e in state.waiting if e.job_id != job_id]
+            state.evaluating = [e for e in state.evaluating if e.job_id != job_id]
             try:
                 await self._write(state, etag)
             except ConditionFailed:

@@ -124,6 +124,17 @@ class Deployment(_Strict):
     priority: int = Field(default=0, ge=0)
     owner_tenant: str | None = None
     base: str | None = Field(default=None, description="tuned deployments: the base deployment")
+    finetune_model: str | None = Field(
+        default=None,
+        max_length=256,
+        description="the model a fine-tuning job starts from when this deployment is the base "
+        "(Azure OpenAI: e.g. gpt-4o-mini-2024-07-18; Azure ML: a model asset); None: not tunable",
+    )
+    purpose: Literal["serving", "evaluation"] = Field(
+        default="serving",
+        description="evaluation: a judge model the fine-tuning gate scores answers with; it "
+        "never serves a tenant's requests (routing leaves it out)",
+    )
     model_version: str | None = Field(
         default=None,
         max_length=64,
@@ -210,6 +221,11 @@ class Registry(_Strict):
         return {d.name: d for d in self.deployments}
 
     @cached_property
+    def serving_by_name(self) -> dict[str, Deployment]:
+        """Deployments that may serve tenants (not the evaluation judges), in document order."""
+        return {d.name: d for d in self.deployments if d.purpose == "serving"}
+
+    @cached_property
     def tenant_by_id(self) -> dict[str, Tenant]:
         return {t.id: t for t in self.tenants}
 
@@ -225,17 +241,17 @@ class Registry(_Strict):
         pooled one too when `fallback_to_pooled`; a tuned tenant its current tuned deployment
         (if any) and every pooled deployment, its base among them.
         """
-        by_name = self.deployment_by_name
+        serving = self.serving_by_name
         if tenant.deployments is not None:
-            return tuple(by_name[n] for n in tenant.deployments if n in by_name)
+            return tuple(serving[n] for n in tenant.deployments if n in serving)
         if tenant.mode is IsolationMode.DEDICATED:
             return tuple(
                 d
-                for d in self.deployments
+                for d in serving.values()
                 if d.owner_tenant == tenant.id or (d.shared and tenant.fallback_to_pooled)
             )
         tuned = tenant.tuned_deployment if tenant.mode is IsolationMode.TUNED else None
-        return tuple(d for d in self.deployments if d.shared or (tuned and d.name == tuned))
+        return tuple(d for d in serving.values() if d.shared or (tuned and d.name == tuned))
 
     @model_validator(mode="after")
     def _check_references_and_isolation(self) -> Registry:
@@ -293,6 +309,8 @@ def _tenant_problems(t: Tenant, by_name: Mapping[str, Deployment]) -> list[str]:
         d = by_name.get(name)
         if d is None:
             problems.append(f"{at}: deployment {name!r} is not in the registry")
+        elif d.purpose != "serving":
+            problems.append(f"{at}: deployment {name!r} is for evaluation; it serves no tenant")
         elif not d.shared and d.owner_tenant != t.id:
             problems.append(
                 f"{at}: deployment {name!r} is a {d.mode} deployment of tenant "

@@ -70,7 +70,7 @@ def test_weighted_order_is_proportional_for_three_weights() -> None:
     for d in doc["deployments"]:
         d["priority"] = 0
     reg = registry(doc)
-    pooled = [d for d in reg.deployments if d.shared]  # 200k, 100k, 50k
+    pooled = [d for d in reg.serving_by_name.values() if d.shared]  # 200k, 100k, 50k
     rng = random.Random(3)
     firsts = Counter(weighted_order(pooled, rng)[0].name for _ in range(35_000))
     assert firsts["gpt-4o-mini-pool-a"] / 35_000 == pytest.approx(200 / 350, abs=0.015)
