@@ -187,6 +187,7 @@ var tags = {
 var triggeredQueueNames = [
   'inference-requests'
   'feedback'
+  'finetune-jobs'
 ]
 
 var queueNames = [
@@ -257,6 +258,10 @@ var storageQueueDataContributorRoleId = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
 var storageTableDataContributorRoleId = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
 // Cognitive Services OpenAI User: call inference on Azure OpenAI deployments (no management)
 var cognitiveServicesOpenAiUserRoleId = '5e0bd9bd-7b93-4f28-af87-19fc36ad61bd'
+// Fine-tuning on the Azure OpenAI account only: training files, jobs, deployments of their results
+// (no accounts, no keys; the narrowest built-in role that fine-tunes). Role:
+// Cognitive Services OpenAI Contributor
+var cognitiveServicesOpenAiContributorRoleId = 'a001fd3d-188f-4b5d-821b-7da978bf7442'
 // Cognitive Services User: call inference on AI Services models (keys are disabled on the account)
 var cognitiveServicesUserRoleId = 'a97b65f3-24c7-4388-baec-2e87135dc908'
 // Monitoring Metrics Publisher: send telemetry to Application Insights with Entra ID auth
@@ -453,6 +458,11 @@ module openAi 'modules/cognitive.bicep' = {
         principalId: appIdentity.outputs.principalId
         roleDefinitionId: cognitiveServicesOpenAiUserRoleId
         description: 'Function app: Azure OpenAI inference'
+      }
+      {
+        principalId: appIdentity.outputs.principalId
+        roleDefinitionId: cognitiveServicesOpenAiContributorRoleId
+        description: 'Function app: fine-tuning jobs and deployments of their results'
       }
     ], hasDeveloper ? [
       {
@@ -753,6 +763,10 @@ module functionApp 'modules/function-app.bicep' = {
       {
         name: 'AZURE_OPENAI_API_VERSION'
         value: openAiApiVersion
+      }
+      {
+        name: 'AZURE_OPENAI_NAME'
+        value: openAi.outputs.name
       }
       {
         name: 'AZURE_SUBSCRIPTION_ID'

@@ -177,7 +177,7 @@ class Settings(BaseSettings):
     )
     azure_openai_account_name: str | None = Field(
         default=None,
-        validation_alias=AliasChoices("AZURE_OPENAI_ACCOUNT_NAME"),
+        validation_alias=AliasChoices("AZURE_OPENAI_NAME"),
         description="the Azure OpenAI account fine-tuned models are deployed on (ARM)",
     )
     azure_ml_workspace_name: str | None = Field(

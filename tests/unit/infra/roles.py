@@ -14,6 +14,7 @@ STORAGE_TABLE_DATA_CONTRIBUTOR: Final = "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"
 SERVICE_BUS_DATA_OWNER: Final = "090c5cfd-751d-490a-894a-3ce6f1109419"
 COGNITIVE_SERVICES_OPENAI_USER: Final = "5e0bd9bd-7b93-4f28-af87-19fc36ad61bd"
 COGNITIVE_SERVICES_USER: Final = "a97b65f3-24c7-4388-baec-2e87135dc908"
+COGNITIVE_SERVICES_OPENAI_CONTRIBUTOR: Final = "a001fd3d-188f-4b5d-821b-7da978bf7442"
 MONITORING_METRICS_PUBLISHER: Final = "3913510d-42f4-4e42-8a64-420c390055eb"
 AZUREML_DATA_SCIENTIST: Final = "f6c7c914-8db3-469d-8ca1-694a8f32e121"
 ACR_PULL: Final = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
@@ -30,6 +31,8 @@ ALLOWED: Mapping[str, str] = {
     SERVICE_BUS_DATA_OWNER: "Azure Service Bus Data Owner",
     COGNITIVE_SERVICES_OPENAI_USER: "Cognitive Services OpenAI User",
     COGNITIVE_SERVICES_USER: "Cognitive Services User",
+    # Only on the Azure OpenAI account, for fine-tuning (see ACCOUNT_SCOPED_ONLY).
+    COGNITIVE_SERVICES_OPENAI_CONTRIBUTOR: "Cognitive Services OpenAI Contributor",
     MONITORING_METRICS_PUBLISHER: "Monitoring Metrics Publisher",
     AZUREML_DATA_SCIENTIST: "AzureML Data Scientist",
     ACR_PULL: "AcrPull",
@@ -44,11 +47,16 @@ FORBIDDEN: Mapping[str, str] = {
     "b7e6dc6d-f1e8-4753-8033-0f276bb0955b": "Storage Blob Data Owner",
     "17d1049b-9a84-46fb-8f53-869881c3d3ab": "Storage Account Contributor",
     "25fbc0a9-bd7c-42a3-aa1a-3b75d497ee68": "Cognitive Services Contributor",
-    "a001fd3d-188f-4b5d-821b-7da978bf7442": "Cognitive Services OpenAI Contributor",
     "00482a5a-887f-4fb3-b363-3b7fe8e74483": "Key Vault Administrator",
 }
 
 # Roles allowed only on a single queue (never on the namespace): the test names the queues.
 QUEUE_SCOPED_ONLY: Mapping[str, str] = {
     SERVICE_BUS_DATA_OWNER: "Azure Service Bus Data Owner",
+}
+
+# Roles allowed only on the one account named (module, param): Azure OpenAI fine-tuning uploads
+# files, runs jobs and deploys their results on the app's own Azure OpenAI account.
+ACCOUNT_SCOPED_ONLY: Mapping[str, tuple[str, str]] = {
+    COGNITIVE_SERVICES_OPENAI_CONTRIBUTOR: ("openAi", "roleAssignments"),
 }

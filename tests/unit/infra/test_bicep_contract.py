@@ -159,6 +159,8 @@ DATA_PLANE_ACCESS = (
            "queueRoleAssignments", roles.SERVICE_BUS_DATA_OWNER),
     Access("Azure OpenAI inference", "openAi", "roleAssignments",
            roles.COGNITIVE_SERVICES_OPENAI_USER),
+    Access("Azure OpenAI fine-tuning: training files, jobs, deployments of results", "openAi",
+           "roleAssignments", roles.COGNITIVE_SERVICES_OPENAI_CONTRIBUTOR),
     Access("AI Services inference (azure-ai-inference), when deployed", "aiServices",
            "roleAssignments", roles.COGNITIVE_SERVICES_USER),
     Access("telemetry to Application Insights with Entra ID auth", "monitoring",

@@ -289,6 +289,14 @@ def _triggered_queues() -> set[str]:
     return {getattr(names, constant) for constant in re.findall(r"queue_name=names\.(\w+)", source)}
 
 
+def test_account_scoped_roles_are_only_on_their_account() -> None:
+    for role, (module, param) in roles.ACCOUNT_SCOPED_ONLY.items():
+        grants = [g for g in bicep.grants() if g.role_id == role]
+        assert grants, roles.ALLOWED[role]
+        for grant in grants:
+            assert (grant.module, grant.param, grant.principal) == (module, param, "appIdentity")
+
+
 def test_service_bus_data_owner_is_on_each_triggered_queue_only() -> None:
     owner = [g for g in bicep.grants() if g.role_id in roles.QUEUE_SCOPED_ONLY]
     assert owner, "the scale controller gets no role to read queue length"
