@@ -11,6 +11,8 @@ import azure.functions as func
 from shared.batch.handlers import batch_progress_response, handle_batch_upload
 from shared.drift.operator import drift_now
 from shared.feedback.handler import http_body
+from shared.finetune.operator import models_view, rollback_now
+from shared.finetune.uploads import handle_training_upload
 from shared.inference.handler import handle_inference_request
 from shared.messages import InboundMessage
 from shared.runtime import get_runtime
@@ -115,5 +117,64 @@ async def batch_progress(req: func.HttpRequest) -> func.HttpResponse:
     """The batch record's progress: done / failed / pending, state, result and error files."""
     status, body = await batch_progress_response(
         req.route_params.get("tenant_id", ""), req.route_params.get("batch_id", "")
+    )
+    return func.HttpResponse(body, status_code=status, mimetype="application/json")
+
+
+@app.function_name("training_upload")
+@app.blob_trigger(
+    arg_name="blob",
+    path=f"{names.UPLOADS_CONTAINER}/{{tenant}}/training/{{name}}",
+    connection=names.STORAGE_CONNECTION,
+    source=func.BlobSource.EVENT_GRID,
+)
+async def training_upload(blob: func.InputStream) -> None:
+    """uploads/<tenant>/training/<name>.jsonl -> scrubbed rows in the tenant's training pool,
+    bad rows in a rejection file, maybe a fine-tune request by policy; raises: retried."""
+    await handle_training_upload(blob.name or "")
+
+
+@app.function_name("finetune_request")
+@app.service_bus_queue_trigger(
+    arg_name="msg",
+    queue_name=names.FINETUNE_JOBS,
+    connection=names.SERVICEBUS_CONNECTION,
+)
+async def finetune_request(msg: func.ServiceBusMessage) -> None:
+    """finetune-jobs -> a job record; submitted to a backend, or waiting for a GPU slot (the
+    message rescheduled), or rejected with the reason. Raises only to be retried."""
+    await get_runtime().finetune_intake.handle_message(inbound_message(msg))
+
+
+@app.function_name("finetune_watch")
+@app.timer_trigger(arg_name="timer", schedule="*/20 * * * * *", run_on_startup=False)
+async def finetune_watch(timer: func.TimerRequest) -> None:
+    """Every 20 s: advance jobs on the GPU, evaluate candidates, promote or reject, fill slots."""
+    await get_runtime().job_watcher.tick()
+
+
+@app.function_name("models_http")
+@app.route(
+    route="tenants/{tenant_id}/models",
+    methods=[func.HttpMethod.GET],
+    auth_level=func.AuthLevel.FUNCTION,
+)
+async def models_http(req: func.HttpRequest) -> func.HttpResponse:
+    """GET /api/tenants/{tenant_id}/models: the version serving now, the timeline, the jobs."""
+    status, body = await models_view(get_runtime(), req.route_params.get("tenant_id", ""))
+    return func.HttpResponse(body, status_code=status, mimetype="application/json")
+
+
+@app.function_name("models_rollback_http")
+@app.route(
+    route="tenants/{tenant_id}/models/rollback",
+    methods=[func.HttpMethod.POST],
+    auth_level=func.AuthLevel.ADMIN,
+)
+async def models_rollback_http(req: func.HttpRequest) -> func.HttpResponse:
+    """POST /api/tenants/{tenant_id}/models/rollback (master key) {"by", "why"}: serve the
+    previous version again; 409 when there is none."""
+    status, body = await rollback_now(
+        get_runtime(), req.route_params.get("tenant_id", ""), req.get_body()
     )
     return func.HttpResponse(body, status_code=status, mimetype="application/json")

@@ -32,6 +32,15 @@ from shared.feedback.consent import Consent
 from shared.feedback.handler import FeedbackIntake
 from shared.feedback.inference_log import InferenceLog
 from shared.feedback.store import FeedbackStore
+from shared.finetune.admission import Admission
+from shared.finetune.gate import EvaluationGate, GatePolicy
+from shared.finetune.intake import FinetuneIntake
+from shared.finetune.jobs import JobStore
+from shared.finetune.launcher import Backends, Launcher
+from shared.finetune.training_intake import TrainingUploads
+from shared.finetune.versions import ModelVersions
+from shared.finetune.watcher import JobWatcher
+from shared.finetune.wiring import backends_from_settings
 from shared.inference.model_clients import ModelClients, ModelPort
 from shared.inference.rejections import RejectionLog
 from shared.inference.replies import ReplySender, ServiceBusReplySender, UnconfiguredReplySender
@@ -44,6 +53,7 @@ from shared.resilience.time_budget import message_time_budget, read_host_json
 from shared.settings import Settings, get_settings
 from shared.storage.blob_store import AzureBlobStore, BlobStore
 from shared.tenancy.registry_source import RegistryProvider, RegistrySource
+from shared.tenancy.registry_store import RegistryStore
 from shared.tenancy.routing import Router
 
 
@@ -70,6 +80,12 @@ class Runtime:
     drift_window_days: int = 30
     row_sender: RowSender | None = None
     batch_policy: BatchPolicy = field(default_factory=BatchPolicy)
+    registry_reference: str | None = None
+    """Where the registry document lives, for its writers (promotion, rollback); None: read-only."""
+    finetune_backends: Backends = field(default_factory=lambda: Backends({}))
+    finetune_max_running: int = 1
+    gate_policy: GatePolicy = field(default_factory=GatePolicy)
+    judge_deployment: str | None = None
 
     @cached_property
     def resilient(self) -> ResilientModelClient:
@@ -113,6 +129,70 @@ class Runtime:
     @cached_property
     def consent(self) -> Consent:
         return Consent()
+
+    @cached_property
+    def training_uploads(self) -> TrainingUploads:
+        """Training data uploads: checked, scrubbed into the tenant's pool, maybe a fine-tune."""
+        return TrainingUploads(
+            store=self.store,
+            files=files_for(self.store),
+            registry=self.registry,
+            consent=self.consent,
+            sender=self.replies,
+            clock=self.clock,
+        )
+
+    @cached_property
+    def registry_store(self) -> RegistryStore:
+        if self.registry_reference is None:
+            raise RuntimeError("this runtime has no registry_reference: the registry is read-only")
+        return RegistryStore(self.registry_reference, self.store)
+
+    @cached_property
+    def jobs(self) -> JobStore:
+        return JobStore(self.store)
+
+    @cached_property
+    def admission(self) -> Admission:
+        return Admission(self.store, max_running=self.finetune_max_running, clock=self.clock)
+
+    @cached_property
+    def launcher(self) -> Launcher:
+        return Launcher(self.jobs, self.admission, self.finetune_backends, clock=self.clock)
+
+    @cached_property
+    def model_versions(self) -> ModelVersions:
+        return ModelVersions(self.registry_store, self.store, clock=self.clock)
+
+    @cached_property
+    def finetune_intake(self) -> FinetuneIntake:
+        """finetune-jobs: validate, record, admit and submit (or wait) each fine-tune request."""
+        return FinetuneIntake(
+            store=self.store,
+            registry=self.registry,
+            jobs=self.jobs,
+            launcher=self.launcher,
+            sender=self.replies,
+            rejections=self.rejections,
+            clock=self.clock,
+        )
+
+    @cached_property
+    def job_watcher(self) -> JobWatcher:
+        """The timer's work: advance jobs, evaluate and promote candidates, fill GPU slots."""
+        return JobWatcher(
+            store=self.store,
+            jobs=self.jobs,
+            admission=self.admission,
+            backends=self.finetune_backends,
+            launcher=self.launcher,
+            versions=self.model_versions,
+            registry=self.registry_store,
+            gate=EvaluationGate(
+                self.resilient, judge=self.judge_deployment, policy=self.gate_policy
+            ),
+            clock=self.clock,
+        )
 
     @cached_property
     def inference_log(self) -> InferenceLog:
@@ -196,6 +276,14 @@ class Runtime:
                 max_upload_bytes=settings.batch_max_upload_bytes,
                 quota_share=settings.batch_quota_share,
             ),
+            registry_reference=settings.tenant_registry,
+            finetune_backends=backends_from_settings(settings, store, credential),
+            finetune_max_running=settings.finetune_max_running_jobs,
+            gate_policy=GatePolicy(
+                margin=settings.finetune_gate_margin,
+                confidence=settings.finetune_gate_confidence,
+            ),
+            judge_deployment=settings.finetune_judge_deployment,
         )
         runtime.warm_up()
         return runtime

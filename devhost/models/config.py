@@ -22,6 +22,24 @@ Quality (see devhost/models/quality.py): the chance (0..1) that a deployment's a
 - `answer_verdicts` (top level, default false): draw a verdict per answer, good with that chance,
   and append ` [sim: good answer]` or ` [sim: poor answer]` to the reply text; headers
   `x-sim-topic` and `x-sim-verdict` say the same. Off, replies are as without a quality model.
+
+A deployment may also be:
+- `"judge": true`: an evaluation judge (devhost/models/judge.py) that answers a similarity prompt
+  with one integer 1-5 and never gets a verdict mark;
+- `"tuned": {"base": "<deployment>", "examples_by_topic": {"billing": 40}, "job": "..."}`: a
+  model fine-tuned from `base` (written by the simulator when a fine-tuned model is deployed or
+  `PUT /admin/tuned/{name}` is called; quality rule in devhost/models/quality.py).
+
+Fine-tuning (top level, every key optional; see devhost/models/finetuning.py):
+
+```json
+"fine_tuning": {"validating_s": 1.0, "queued_s": 1.0, "running_s": 2.0, "min_examples": 10,
+                "gain": 0.15, "examples_for_full_gain": 50, "max_quality": 0.97}
+```
+- `validating_s`, `queued_s`, `running_s`: seconds a job spends in `validating_files`, `queued`
+  and `running` (a job whose files fail validation is `failed` after `validating_s`);
+- `min_examples`: fewer training examples than this fail the job (Azure OpenAI asks for 10);
+- `gain`, `examples_for_full_gain`, `max_quality`: the tuned-quality rule (quality.py).
 """
 
 from __future__ import annotations
@@ -98,6 +116,43 @@ class QualityStep(BaseModel):
         return self
 
 
+ExampleCounts = Annotated[
+    dict[str, Annotated[int, Field(ge=0)]],
+    AfterValidator(_check_topics),
+]
+
+
+class TunedFrom(BaseModel):
+    """What a tuned deployment was trained on: its base deployment and, per prompt topic, the
+    number of training examples (`topic_of` of each example's last user message)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base: Annotated[str, Field(pattern=_NAME_PATTERN)]
+    examples_by_topic: ExampleCounts = {}
+    job: Annotated[
+        str | None, Field(description="the fine-tuning job (or 'admin') that produced it")
+    ] = None
+
+
+class FineTuningConfig(BaseModel):
+    """How simulated fine-tuning jobs run and what they change (see the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    validating_s: Annotated[float, Field(ge=0, description="seconds in validating_files")] = 1.0
+    queued_s: Annotated[float, Field(ge=0, description="seconds in queued")] = 1.0
+    running_s: Annotated[float, Field(ge=0, description="seconds in running")] = 2.0
+    min_examples: Annotated[
+        int, Field(ge=1, description="fewer training examples fail the job (Azure: 10)")
+    ] = 10
+    gain: Annotated[Chance, Field(description="quality added on a fully trained topic")] = 0.15
+    examples_for_full_gain: Annotated[
+        int, Field(ge=1, description="examples of a topic that earn the whole gain")
+    ] = 50
+    max_quality: Annotated[Chance, Field(description="tuning never lifts a topic above")] = 0.97
+
+
 class DeploymentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -113,6 +168,10 @@ class DeploymentConfig(BaseModel):
     quality_by_topic: TopicQualities = {}
     quality_schedule: list[QualityStep] = []
     faults: list[FaultSpec] = []
+    judge: Annotated[
+        bool, Field(description="answer similarity prompts with a 1-5 score (judge.py)")
+    ] = False
+    tuned: TunedFrom | None = None
 
     @model_validator(mode="after")
     def _schedule_ascends(self) -> DeploymentConfig:
@@ -121,6 +180,8 @@ class DeploymentConfig(BaseModel):
             raise ValueError(
                 f"quality_schedule: after_requests must be ascending and unique, got {after}"
             )
+        if self.judge and self.tuned is not None:
+            raise ValueError("a judge deployment cannot also be tuned")
         return self
 
 
@@ -140,6 +201,7 @@ class SimulatorConfig(BaseModel):
         bool,
         Field(description="mark each reply good or poor, drawn with the deployment's quality"),
     ] = False
+    fine_tuning: FineTuningConfig = FineTuningConfig()
 
     @model_validator(mode="after")
     def _unique_names(self) -> SimulatorConfig:

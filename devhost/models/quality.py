@@ -25,6 +25,22 @@ n > 1) headers are sent. A synthetic user reads a reply's verdict with `verdict_
 Other modules (drift, fine-tuning) may pass their own `QualityModel` to the simulator; one that
 also has `draw` and `reset` (a `VerdictModel`) draws the verdicts too, otherwise the simulator draws
 them with `Verdicts`.
+
+Tuned deployments (config `tuned`: a base deployment and, per topic, the number of training
+examples; made by a fine-tuning job's deployment or `PUT /admin/tuned/{name}`) are scored by
+`tuned_quality`, not by the quality model: on a topic with k > 0 training examples,
+
+    quality = max(base, min(max_quality, base + gain * min(1, k / examples_for_full_gain)))
+
+where `base` is the base deployment's quality on that topic now (its schedule applied to the
+requests it has served so far, read with the quality model's `peek`, which counts nothing; a
+quality model without `peek` gives the base's quality before any request). A topic absent from
+the training data keeps the base's quality, so a tuned deployment follows its base's drift on
+the topics it was not trained on; tuning itself has no decay schedule. `gain`,
+`examples_for_full_gain` and `max_quality` come from the config's `fine_tuning` block (defaults
+0.15, 50 and 0.97). The outer `max` keeps a base already above `max_quality` where it is: training
+never makes a topic worse. If the base deployment is gone (or the chain of bases loops), the
+qualities the tuned deployment copied from its base when it was made stand in for it.
 """
 
 from __future__ import annotations
@@ -35,7 +51,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from devhost.models.config import TOPIC_PATTERN, DeploymentConfig
+from devhost.models.config import TOPIC_PATTERN, DeploymentConfig, FineTuningConfig
 from devhost.models.replies import Reply
 from devhost.models.tokens import message_text
 
@@ -74,6 +90,15 @@ def quality_at(deployment: DeploymentConfig, topic: str, served: int) -> float:
     return general if own is None else own
 
 
+def tuned_quality(base: float, examples: int, fine_tuning: FineTuningConfig) -> float:
+    """The chance of a good answer on a topic after tuning on `examples` examples of it, from
+    the base's chance `base` on that topic (see the module docstring)."""
+    if examples <= 0:
+        return base
+    share = min(1.0, examples / fine_tuning.examples_for_full_gain)
+    return max(base, min(fine_tuning.max_quality, base + fine_tuning.gain * share))
+
+
 def verdict_of(text: str) -> bool | None:
     """The verdict marked in a reply: True good, False poor, None when it has no mark."""
     good, poor = text.rfind(_GOOD), text.rfind(_POOR)
@@ -101,6 +126,19 @@ class QualityModel(Protocol):
 
 
 @runtime_checkable
+class QualityPeek(Protocol):
+    def peek(
+        self,
+        deployment: DeploymentConfig,
+        tenant: str,
+        messages: Sequence[Mapping[str, Any]],
+    ) -> float:
+        """What `score` would give now, counting nothing (a tuned deployment reads its base's
+        current quality with it)."""
+        ...
+
+
+@runtime_checkable
 class VerdictModel(Protocol):
     def draw(self, deployment: str, chance: float) -> bool:
         """Whether this answer of the deployment is good: True with probability `chance`."""
@@ -115,6 +153,14 @@ class StaticQuality:
     """Each deployment's configured quality, whatever the request (no topics, no schedule)."""
 
     def score(
+        self,
+        deployment: DeploymentConfig,
+        tenant: str,
+        messages: Sequence[Mapping[str, Any]],
+    ) -> float:
+        return deployment.quality
+
+    def peek(
         self,
         deployment: DeploymentConfig,
         tenant: str,
@@ -167,6 +213,15 @@ class ScheduledQuality:
             served = self._served.get(deployment.name, 0)
             self._served[deployment.name] = served + 1
         return quality_at(deployment, topic_of(messages), served)
+
+    def peek(
+        self,
+        deployment: DeploymentConfig,
+        tenant: str,
+        messages: Sequence[Mapping[str, Any]],
+    ) -> float:
+        """The deployment's chance on these messages now, without counting a request."""
+        return quality_at(deployment, topic_of(messages), self.served(deployment.name))
 
     def served(self, deployment: str) -> int:
         """The requests of the deployment scored so far."""

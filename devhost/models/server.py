@@ -8,11 +8,16 @@ Routes:
   AI Services resource does.
 - `GET /admin/health`, `GET /admin/stats`, `POST /admin/reset`,
   `GET|POST|DELETE /admin/faults`, `GET /admin/deployments`, `PUT /admin/deployments/{name}`.
+- Fine-tuning, as Azure OpenAI and ARM serve it (devhost/models/routes_finetuning.py):
+  `/openai/files...`, `/openai/fine_tuning/jobs...`, ARM's
+  `/subscriptions/.../accounts/{account}/deployments/{name}`, and `PUT /admin/tuned/{name}`.
 
 Each served request is scored by the quality model (default `ScheduledQuality`: per deployment
 and prompt topic, after the deployment's quality schedule), sent as `x-sim-quality`; with
 `answer_verdicts` on, each reply ends with a drawn verdict's mark (see quality.py) and the
-`x-sim-topic` and `x-sim-verdict` headers are sent.
+`x-sim-topic` and `x-sim-verdict` headers are sent. A tuned deployment is scored from its base's
+current quality by `tuned_quality` (quality.py); a judge deployment answers with a similarity
+score alone (judge.py, header `x-sim-judge-score`), never with a verdict mark.
 
 The per-request path is lean: no file I/O, no logging, no pydantic; one limiter and one stats
 cell per call.
@@ -26,7 +31,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -35,20 +40,27 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from devhost.models import errors
+from devhost.models.arm import ArmDeployment
 from devhost.models.config import DeploymentConfig, SimulatorConfig, load_config
 from devhost.models.faults import ANY_DEPLOYMENT, FaultBoard, FaultSpec
+from devhost.models.finetuning import FineTuning
+from devhost.models.judge import judge_score
 from devhost.models.limiter import RateLimiter
 from devhost.models.quality import (
     MARK_TOKENS,
     QualityModel,
+    QualityPeek,
     ScheduledQuality,
     VerdictModel,
     Verdicts,
     mark_reply,
+    quality_at,
     topic_of,
+    tuned_quality,
 )
-from devhost.models.replies import make_reply
-from devhost.models.stats import NO_TENANT, Stats
+from devhost.models.replies import Reply, make_reply
+from devhost.models.routes_finetuning import FineTuningRoutes
+from devhost.models.stats import NO_TENANT, Counters, Stats
 from devhost.models.tokens import estimate_prompt_tokens
 
 log = logging.getLogger("devhost.models")
@@ -56,6 +68,8 @@ log = logging.getLogger("devhost.models")
 Route = Literal["openai", "models"]
 MAX_BODY_BYTES = 16 * 1024 * 1024
 SHUTDOWN_TIMEOUT_S = 2.0
+MAX_TUNED_DEPTH = 8
+"""How far a chain of tuned deployments is followed to its base (a loop stops there)."""
 
 
 class _BadRequest(Exception):
@@ -109,6 +123,7 @@ class Simulator:
         *,
         clock: Callable[[], float] = time.monotonic,
         quality_model: QualityModel | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._clock = clock
         self._keys = frozenset(config.api_keys)
@@ -122,6 +137,11 @@ class Simulator:
         self.faults = FaultBoard(clock)
         self.stats = Stats()
         self._deployments: dict[str, _Deployment] = {}
+        self.fine_tuning = FineTuning(
+            config.fine_tuning, self.deployment_configs, clock=clock, wall=wall_clock
+        )
+        self.arm: dict[str, ArmDeployment] = {}
+        """How ARM PUTs described their deployments (sku, model), by deployment name."""
         for d in config.deployments:
             self.put_deployment(d)
         self._stopping = asyncio.Event()
@@ -136,7 +156,16 @@ class Simulator:
             default_max_tokens=self._default_max_tokens,
             accept_any_bearer=self._accept_any_bearer,
             answer_verdicts=self._answer_verdicts,
+            fine_tuning=self.fine_tuning.config,
         )
+
+    def deployment_configs(self) -> list[DeploymentConfig]:
+        """The deployments served now, in the order they were added."""
+        return [d.config for d in self._deployments.values()]
+
+    def deployment_config(self, name: str) -> DeploymentConfig | None:
+        dep = self._deployments.get(name)
+        return dep.config if dep is not None else None
 
     def put_deployment(self, config: DeploymentConfig) -> bool:
         """Add or replace a deployment (fresh limiter, quality schedule and verdict draws; its
@@ -149,11 +178,21 @@ class Simulator:
         self.verdicts.reset(config.name)
         for spec in config.faults:
             self.faults.add(config.name, spec)
+        self.arm.pop(config.name, None)
         return new
 
+    def remove_deployment(self, name: str) -> bool:
+        """Stop serving a deployment (its faults go too, its stats stay). False if unknown."""
+        if self._deployments.pop(name, None) is None:
+            return False
+        self.faults.clear(name)
+        self.verdicts.reset(name)
+        self.arm.pop(name, None)
+        return True
+
     def reset(self) -> None:
-        """Clear the stats, every limiter's state and the quality model's counts and draws (faults
-        stay)."""
+        """Clear the stats, every limiter's state and the quality model's counts and draws (faults,
+        files and fine-tuning jobs stay)."""
         self.stats.reset()
         self.verdicts.reset()
         for d in self._deployments.values():
@@ -178,6 +217,7 @@ class Simulator:
         app.router.add_delete("/admin/faults", self._delete_faults)
         app.router.add_get("/admin/deployments", self._get_deployments)
         app.router.add_put("/admin/deployments/{name}", self._put_deployment)
+        FineTuningRoutes(self).add_to(app.router)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         return app
 
@@ -187,7 +227,8 @@ class Simulator:
     async def _inference(self, request: web.Request) -> web.StreamResponse:
         return await self._chat(request, "models", None)
 
-    def _auth_failure(self, request: web.Request) -> web.Response | None:
+    def auth_failure(self, request: web.Request) -> web.Response | None:
+        """None when the request carries a valid api-key (or Bearer key); the 401 otherwise."""
         headers = request.headers
         key = headers.get("api-key")
         if key is not None and key in self._keys:
@@ -203,7 +244,7 @@ class Simulator:
     async def _chat(
         self, request: web.Request, route: Route, name: str | None
     ) -> web.StreamResponse:
-        denied = self._auth_failure(request)
+        denied = self.auth_failure(request)
         if denied is not None:
             return denied
         api_version = request.query.get("api-version")
@@ -262,21 +303,17 @@ class Simulator:
             return errors.throttled(api_version, decision.limit, decision.retry_after_s, headers)
 
         config = dep.config
-        quality = self.quality_model.score(config, tenant, chat.messages)
-        if self._answer_verdicts:
-            # Drawn before any await, so the draws follow the order the requests arrived in.
-            verdicts = [self.verdicts.draw(name, quality) for _ in range(chat.n)]
-            budget = None if chat.max_tokens is None else max(chat.max_tokens - MARK_TOKENS, 0)
-            replies = [
-                mark_reply(make_reply(name, chat.messages, budget, i), good)
-                for i, good in enumerate(verdicts)
-            ]
-            headers["x-sim-topic"] = topic_of(chat.messages)
-            headers["x-sim-verdict"] = ",".join("good" if good else "poor" for good in verdicts)
-            cell.verdicts += len(verdicts)
-            cell.good += sum(verdicts)
+        if config.judge:
+            score = judge_score(chat.messages)
+            quality = config.quality
+            replies = [Reply(str(score), 1, "stop") for _ in range(chat.n)]
+            headers["x-sim-judge-score"] = str(score)
         else:
-            replies = [make_reply(name, chat.messages, chat.max_tokens, i) for i in range(chat.n)]
+            if config.tuned is not None:
+                quality = self.current_quality(config, tenant, chat.messages)
+            else:
+                quality = self.quality_model.score(config, tenant, chat.messages)
+            replies = self._replies(name, chat, quality, headers, cell)
         completion_tokens = sum(r.tokens for r in replies)
         cell.ok += 1
         cell.prompt_tokens += prompt_tokens
@@ -311,6 +348,52 @@ class Simulator:
         return web.Response(
             body=json.dumps(payload).encode(), content_type="application/json", headers=headers
         )
+
+    def _replies(
+        self,
+        name: str,
+        chat: _ChatRequest,
+        quality: float,
+        headers: dict[str, str],
+        cell: Counters,
+    ) -> list[Reply]:
+        if not self._answer_verdicts:
+            return [make_reply(name, chat.messages, chat.max_tokens, i) for i in range(chat.n)]
+        # Drawn before any await, so the draws follow the order the requests arrived in.
+        verdicts = [self.verdicts.draw(name, quality) for _ in range(chat.n)]
+        budget = None if chat.max_tokens is None else max(chat.max_tokens - MARK_TOKENS, 0)
+        headers["x-sim-topic"] = topic_of(chat.messages)
+        headers["x-sim-verdict"] = ",".join("good" if good else "poor" for good in verdicts)
+        cell.verdicts += len(verdicts)
+        cell.good += sum(verdicts)
+        return [
+            mark_reply(make_reply(name, chat.messages, budget, i), good)
+            for i, good in enumerate(verdicts)
+        ]
+
+    def current_quality(
+        self,
+        config: DeploymentConfig,
+        tenant: str,
+        messages: Sequence[Mapping[str, Any]],
+        depth: int = 0,
+    ) -> float:
+        """The deployment's chance of a good answer to these messages now, counting nothing; for
+        a tuned deployment, `tuned_quality` over its base's current chance (quality.py)."""
+        tuned = config.tuned
+        if tuned is None:
+            model = self.quality_model
+            if isinstance(model, QualityPeek):
+                return model.peek(config, tenant, messages)
+            return quality_at(config, topic_of(messages), 0)
+        topic = topic_of(messages)
+        base = self._deployments.get(tuned.base)
+        if base is None or base.config is config or depth >= MAX_TUNED_DEPTH:
+            base_quality = quality_at(config, topic, 0)  # what it copied from its base
+        else:
+            base_quality = self.current_quality(base.config, tenant, messages, depth + 1)
+        examples = tuned.examples_by_topic.get(topic, 0)
+        return tuned_quality(base_quality, examples, self.fine_tuning.config)
 
     async def _inject(self, request: web.Request, fault: FaultSpec) -> web.StreamResponse:
         if fault.kind in ("500", "503", "429"):
@@ -438,11 +521,14 @@ async def start_simulator(
     *,
     clock: Callable[[], float] = time.monotonic,
     quality_model: QualityModel | None = None,
+    wall_clock: Callable[[], float] = time.time,
 ) -> RunningSimulator:
-    """Start serving on host:port (port 0: a free port) in the running event loop."""
+    """Start serving on host:port (port 0: a free port) in the running event loop. `clock`
+    (seconds, monotonic) drives limits, faults and fine-tuning phases; `wall_clock` (Unix
+    seconds) stamps files and jobs."""
     if not isinstance(config, SimulatorConfig):
         config = load_config(config)
-    simulator = Simulator(config, clock=clock, quality_model=quality_model)
+    simulator = Simulator(config, clock=clock, quality_model=quality_model, wall_clock=wall_clock)
     runner = web.AppRunner(
         simulator.app(),
         access_log=None,

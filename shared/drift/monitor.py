@@ -37,21 +37,20 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared.contracts import FINETUNE_REQUEST_TYPE, FinetuneRequest
-from shared.contracts.finetune import DatasetRef, FinetuneReason, ModelRef
+from shared.contracts.finetune import FinetuneReason
 from shared.drift.input_drift import InputDriftResult, PromptFeatures, input_drift
 from shared.drift.quality import QualityDriftDetector, QualityEvidence
 from shared.drift.report import Action, DriftReport, render_chart, report_stem
 from shared.drift.training_set import Shortfall, TrainingSetBuilder
-from shared.feedback.consent import TrainingScope
 from shared.feedback.inference_log import InferenceLog
 from shared.feedback.store import FeedbackStore
-from shared.inference.replies import Reply, ReplySender
+from shared.finetune.requests import FinetuneRequests, finetune_request, training_scope
+from shared.inference.replies import ReplySender
 from shared.storage import names
 from shared.storage.blob_store import BlobStore, ConditionFailed
 from shared.storage.json_lines import Cursor
 from shared.structured_logging import key_values, without_none
-from shared.tenancy.registry import IsolationMode, Registry, Tenant
+from shared.tenancy.registry import Registry, Tenant
 from shared.tenancy.registry_source import RegistryProvider
 
 log = logging.getLogger(__name__)
@@ -136,7 +135,7 @@ class DriftMonitor:
         self._registry = registry
         self._feedback = feedback
         self._log = inference_log
-        self._sender = sender
+        self._requests = FinetuneRequests(store, sender, container=container)
         self._clock = clock
         self._window_days = window_days
         self._container = container
@@ -319,10 +318,7 @@ class DriftMonitor:
         policy = tenant.policy
         if not policy.allow_tuning:
             action = Action(kind="skipped", detail="the tenant's policy does not allow tuning")
-        elif (last := await self._last_tuning(tenant.id)) is not None and now < last + timedelta(
-            hours=policy.tuning_cooldown_hours
-        ):
-            until = last + timedelta(hours=policy.tuning_cooldown_hours)
+        elif (until := await self._requests.cool_down_until(tenant, now)) is not None:
             action = Action(kind="skipped", detail=f"in cool-down until {until.isoformat()}")
         else:
             action = await self._request_finetune(registry, tenant, key, event, now)
@@ -333,7 +329,7 @@ class DriftMonitor:
     async def _request_finetune(
         self, registry: Registry, tenant: Tenant, key: str, event: DriftEvent, now: datetime
     ) -> Action:
-        scope: TrainingScope = "shared" if tenant.mode is IsolationMode.POOLED else "tenant"
+        scope = training_scope(tenant)
         dataset_id = "ds-" + event.id.rsplit("-", 1)[-1]
         built = await self._training.build(
             registry,
@@ -348,64 +344,22 @@ class DriftMonitor:
         )
         if isinstance(built, Shortfall):
             return Action(kind="waiting", detail=built.detail)
-        serving = key.split("@", 1)[0]
-        deployment = registry.deployment_by_name.get(serving)
-        base_name = deployment.base if deployment and deployment.base else serving
-        base = registry.deployment_by_name.get(base_name)
-        request = FinetuneRequest(
+        request = finetune_request(
+            registry,
+            tenant,
             job_key=event.id,
-            tenant_id=tenant.id,
-            scope=scope,
-            base=ModelRef(
-                deployment=base_name,
-                model=base.model if base else None,
-                model_version=base.model_version if base else None,
-            ),
-            current=ModelRef(
-                deployment=serving,
-                model=deployment.model if deployment else None,
-                model_version=deployment.model_version if deployment else None,
-            ),
-            dataset=DatasetRef(
-                blob=built.blob,
-                manifest=built.manifest,
-                sha256=built.sha256,
-                examples=built.examples,
-            ),
+            serving=key.split("@", 1)[0],
+            dataset=built,
             reason=FinetuneReason(kind="quality_drift", report=event.report, summary=event.summary),
-            tenants_in_dataset=built.tenants,
             requested_at=now,
         )
-        await self._sender.send(
-            Reply(
-                queue=names.FINETUNE_JOBS,
-                body=request.model_dump_json().encode("utf-8"),
-                correlation_id=event.id,
-                message_id=event.id,
-                subject=FINETUNE_REQUEST_TYPE,
-                application_properties={"tenant_id": tenant.id, "type": FINETUNE_REQUEST_TYPE},
-            )
-        )
-        await self._store.put(
-            self._container,
-            f"{tenant.id}/state/_tuning.json",
-            request.model_dump_json().encode("utf-8"),
-        )
+        await self._requests.send(request)
         return Action(
             kind="finetune_requested",
             detail=f"{built.examples} examples from {', '.join(built.tenants)}",
             job_key=event.id,
             dataset=built.blob,
         )
-
-    async def _last_tuning(self, tenant_id: str) -> datetime | None:
-        blob = await self._store.read(self._container, f"{tenant_id}/state/_tuning.json")
-        if blob is None:
-            return None
-        try:
-            return FinetuneRequest.model_validate_json(blob.data).requested_at
-        except ValidationError:
-            return None
 
     async def _close_event(self, tenant_id: str, key: str, event: str, action: Action) -> None:
         for _ in range(_ATTEMPTS):

@@ -27,6 +27,7 @@ the id is safe in blob names and as an Azure ML job name.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from enum import StrEnum
@@ -38,6 +39,7 @@ from shared.storage import names
 from shared.storage.blob_store import BlobStore, ConditionFailed
 
 _ATTEMPTS: Final = 10
+_RECORD_NAME: Final = re.compile(r"^(ftj-[0-9a-f]{24})\.json$")
 
 
 class JobState(StrEnum):
@@ -165,14 +167,13 @@ class JobStore:
     async def list(self, tenant_id: str) -> list[JobRecord]:
         """The tenant's jobs, oldest first (by their first transition)."""
         records = []
-        for name in await self._store.list_names(self._container, f"{tenant_id}/"):
-            if not name.endswith(".json") or name.count("/") != 1:
-                continue
-            job_id = name.rsplit("/", 1)[1].removesuffix(".json")
-            if job_id.startswith("ftj-"):
-                found = await self.find(tenant_id, job_id)
-                if found is not None:
-                    records.append(found)
+        for name in await self._store.list_names(self._container, f"{tenant_id}/ftj-"):
+            matched = _RECORD_NAME.match(name.rsplit("/", 1)[-1])
+            if matched is None:
+                continue  # a backend's own blobs beside the records (e.g. *.aoai.json)
+            found = await self.find(tenant_id, matched.group(1))
+            if found is not None:
+                records.append(found)
         return sorted(records, key=lambda r: r.history[0].at if r.history else datetime.min)
 
     async def transition(

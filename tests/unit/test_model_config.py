@@ -21,7 +21,9 @@ def test_the_local_stack_config_has_the_registry_deployments() -> None:
         "phi-4-pool",
         "contoso-gpt-4o",
         "fabrikam-ft-v1",
+        "judge",
     }
+    assert by_name["judge"].judge
     assert by_name["gpt-4o-mini-pool-a"].tpm == 200_000
     assert by_name["gpt-4o-mini-pool-b"].tpm == 100_000
     assert by_name["phi-4-pool"].kind == "ai_inference"
