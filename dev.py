@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """The two commands of the quick start: `python3 dev.py demo` and `python3 dev.py test`.
 
-Both bootstrap what they need first (a venv, npm packages, the tools venv), idempotently: each
-install step is skipped when the stamp of its inputs has not changed. Only the standard library is
-used here, because this runs before anything is installed.
+Both bootstrap what they need first (a venv, npm packages, the training venv, the tools venv),
+idempotently: each install step is skipped when the stamp of its inputs has not changed. Only the
+standard library is used here, because this runs before anything is installed.
 """
 
 from __future__ import annotations
@@ -11,13 +11,18 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import FrameType
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 TOOLS_VENV = ROOT / ".venv-tools"
+# training/ runs in its own venv (torch, transformers, peft): devhost's job runner and the training
+# tests start `python -m training.train` with it, as the Azure ML job does in its environment.
+TRAINING_VENV = ROOT / ".venv-training"
 NODE_DIR = ROOT / "devhost"
 
 
@@ -73,13 +78,34 @@ def bootstrap(tools: bool) -> None:
         ROOT / "requirements-devhost.txt",
     )
     _ensure_node()
+    _ensure_venv(TRAINING_VENV, ROOT / "training" / "requirements.txt")
     if tools:
         _ensure_venv(TOOLS_VENV, ROOT / "requirements-tools.txt")
 
 
+def _run_forwarding_signals(cmd: list[str], env: dict[str, str]) -> int:
+    """Run `cmd` until it exits. SIGTERM, and SIGINT unless it is ignored (a background job), are
+    passed on to it, so `kill <dev.py pid>` stops the stack too instead of orphaning it; this
+    process only waits for the child's exit status (no KeyboardInterrupt traceback). The child
+    stops once however many signals it gets."""
+    child = subprocess.Popen(cmd, cwd=ROOT, env=env)
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, forward)
+    return child.wait()
+
+
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in {"demo", "test", "up", "bootstrap"}:
-        print("usage: python3 dev.py demo | test [pytest args] | up | bootstrap")
+    if not argv or argv[0] not in {"demo", "test", "up", "inspect", "bootstrap"}:
+        print(
+            "usage: python3 dev.py demo | test [pytest args] | up [--fixed-ports] [--keep-data]"
+            " | inspect [--tenant ID] [--json] | bootstrap"
+        )
         return 2
     what, rest = argv[0], argv[1:]
     bootstrap(tools=what in {"test", "bootstrap"})
@@ -87,8 +113,8 @@ def main(argv: list[str]) -> int:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     if what == "bootstrap":
         return 0
-    if what in {"demo", "up"}:
-        return subprocess.call([py, "-m", "devhost", what, *rest], cwd=ROOT, env=env)
+    if what in {"demo", "up", "inspect"}:
+        return _run_forwarding_signals([py, "-m", "devhost", what, *rest], env)
     env["CHECKOV_BIN"] = str(_bin(TOOLS_VENV, "checkov"))
     for step in (
         [py, "-m", "ruff", "check", "."],

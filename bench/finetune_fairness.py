@@ -1,4 +1,4 @@
-"""Fine-tuning admission: small tenants' waits for a GPU slot, fair share vs first come first served.
+"""Fine-tuning admission: small tenants' waits for a GPU slot, fair share vs FIFO.
 
 `python -m bench.finetune_fairness [--slots 2] [--retry-every 5] [--large-jobs 12]` replays one
 simulated stream (shared/finetune/fairness_sim.py: one large tenant sending a 60-minute job every
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"small tenants: mean wait FIFO/fair = "
         f"{statistics.mean(small_fifo) / max(statistics.mean(small_fair), 1e-9):.1f}x, "
-        f"max wait FIFO/fair = {max(small_fifo) / max(max(small_fair), 1):.1f}x; "
+        f"max wait FIFO/fair = {max(small_fifo) / max(*small_fair, 1):.1f}x; "
         f"large tenant: mean wait fair/FIFO = "
         f"{statistics.mean(fair['large']) / max(statistics.mean(fifo['large']), 1e-9):.1f}x"
     )

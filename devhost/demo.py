@@ -5,7 +5,9 @@ azure-servicebus SDK and wait for replies on their own reply queue; a stranger s
 Judged as a tenant would: every well-formed request must be answered (not failed, not
 dead-lettered), each broken one rejected with a reason; routing is checked against the simulator's
 own counts. Then the drift act (devhost/demo_drift.py): fabrikam's tuned model decays, its users'
-ratings show it, and exactly one fine-tune request must follow, with a report and a chart. The
+ratings show it, and exactly one fine-tune request must follow, with a report and a chart; then
+the fine-tuning act (devhost/demo_finetune.py): that request is trained by the local job runner,
+evaluated, promoted, and fabrikam's users rate the new version well again. The
 table also shows, from the Functions host's log, how the resilience layer got there: retries,
 failovers and reschedules per tenant and circuit-breaker transitions per deployment.
 """
@@ -35,6 +37,8 @@ from devhost.demo_batch import batch_act
 from devhost.demo_batch import describe as describe_batch_act
 from devhost.demo_drift import describe as describe_drift_act
 from devhost.demo_drift import run_drift_act
+from devhost.demo_finetune import describe as describe_finetune_act
+from devhost.demo_finetune import run_finetune_act
 from shared.storage import names
 
 TENANTS: tuple[tuple[str, str], ...] = (
@@ -411,6 +415,12 @@ async def run_demo(
         print()
         print("\n".join(describe_drift_act(drift)))
         problems += [f"drift act: {p}" for p in drift.problems]
+        if not drift.problems:
+            print()
+            print("fine-tuning act: following fabrikam's job, then its users rate the new model")
+            tuned = await run_finetune_act(servicebus, host_url, drift, timeout_s=timeout_s)
+            print("\n".join(describe_finetune_act(tuned)))
+            problems += [f"fine-tuning act: {p}" for p in tuned.problems]
     print()
     batch = await batch_act(storage, timeout_s=timeout_s)
     print("\n".join(describe_batch_act(batch)))
@@ -422,7 +432,8 @@ async def run_demo(
             "every tenant's requests were answered, every broken one rejected with a reason, "
             "nothing dead-lettered; isolation kept"
             + (
-                "; the decayed model was detected and one fine-tune requested"
+                "; the decayed model was detected, retrained, evaluated and promoted, and "
+                "fabrikam's users rate it well again"
                 if drift_requests
                 else ""
             )

@@ -7,8 +7,8 @@ simulator's `fabrikam-ft-v1` decays after a number of answers (`quality_schedule
 devhost/models.config.json). fabrikam's synthetic users read each answer's verdict (the
 simulator's ` [sim: good answer]` marker) and rate it up or down on the `feedback` queue, some with
 a correction that carries personal data the system must scrub. The act then reads, from Azurite,
-the drift reports the monitor wrote, saves the chart next to the demo's data, and peeks at the
-`finetune-jobs` queue (nothing consumes it yet: the fine-tuning loop is its own piece).
+the drift reports the monitor wrote, saves the chart next to the demo's data, and reads the
+job the Functions host recorded for the `finetune.request` (demo_finetune.py follows it on).
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ class DriftActResult:
     reports: list[dict[str, Any]] = field(default_factory=list)
     chart_file: Path | None = None
     finetune_requests: list[dict[str, Any]] = field(default_factory=list)
+    served_by: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -101,7 +102,7 @@ def _feedback(request_id: str, good: bool, rng: random.Random, i: int) -> bytes:
     return json.dumps(body).encode()
 
 
-async def _wave(
+async def wave(
     bus: ServiceBusClient,
     result: DriftActResult,
     rng: random.Random,
@@ -139,6 +140,7 @@ async def _wave(
                 if i < 0 or body.get("status") != "succeeded":
                     continue
                 result.answered += 1
+                result.served_by.append(str(body.get("deployment")))
                 good = verdict_of(body["message"]["content"])
                 if good is None:
                     continue
@@ -178,12 +180,17 @@ def _write(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
-async def _finetune_requests(bus: ServiceBusClient, settle_s: float) -> list[dict[str, Any]]:
-    """Peek (not receive) every message on finetune-jobs, after letting late sends land."""
+async def _finetune_requests(storage: str, settle_s: float) -> list[dict[str, Any]]:
+    """The fine-tune requests the Functions host recorded as jobs for the tenant (the host takes
+    them off `finetune-jobs` at once), after letting late sends land."""
     await asyncio.sleep(settle_s)
-    async with bus.get_queue_receiver(names.FINETUNE_JOBS) as receiver:
-        messages = await receiver.peek_messages(max_message_count=50)
-    return [json.loads(b"".join(m.body)) for m in messages]
+    async with BlobServiceClient.from_connection_string(storage) as blobs:
+        container = blobs.get_container_client(names.JOBS_CONTAINER)
+        found = []
+        async for name in container.list_blob_names(name_starts_with=f"{TENANT}/ftj-"):
+            data = await (await container.download_blob(name)).readall()
+            found.append(json.loads(data)["request"])
+        return found
 
 
 async def _evaluate_now(host_url: str) -> None:
@@ -201,7 +208,7 @@ async def run_drift_act(
     host_url: str,
     *,
     requests: int = 420,
-    wave: int = 50,
+    wave_size: int = 50,
     timeout_s: float = 240.0,
     chart_to: Path | None = None,
     seed: int = 11,
@@ -213,9 +220,9 @@ async def run_drift_act(
     since = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     deadline = time.monotonic() + timeout_s
     async with ServiceBusClient.from_connection_string(servicebus) as bus:
-        for first in range(0, requests, wave):
-            size = min(wave, requests - first)
-            await _wave(
+        for first in range(0, requests, wave_size):
+            size = min(wave_size, requests - first)
+            await wave(
                 bus,
                 result,
                 rng,
@@ -232,7 +239,7 @@ async def run_drift_act(
             if any(r["action"]["kind"] == "finetune_requested" for r in result.drift_reports):
                 break
             await asyncio.sleep(2.0)
-        result.finetune_requests = await _finetune_requests(bus, settle_s=2.0)
+        result.finetune_requests = await _finetune_requests(storage, settle_s=3.0)
     drifted = result.drift_reports
     if result.answered < result.sent:
         result.problems.append(f"{result.sent - result.answered} of {result.sent} not answered")

@@ -84,8 +84,15 @@ class ChildProcess:
     def start(self) -> Self:
         offset = self.log_path.stat().st_size if self.log_path and self.log_path.exists() else 0
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        # A session of its own: a terminal's Ctrl-C reaches only whoever started it (`devhost
+        # up`), which stops its parts in order instead of watching them all die at once.
         self.proc = subprocess.Popen(
-            self.args, stdout=out, stderr=subprocess.STDOUT, env=self._env, cwd=ROOT
+            self.args,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=self._env,
+            cwd=ROOT,
+            start_new_session=True,
         )
         if self.log_path:
             out.close()  # type: ignore[union-attr]

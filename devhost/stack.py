@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
 from devhost.azurite import Azurite, create_containers, seed_registry
+from devhost.jobrunner.process import JobRunnerProcess
 from devhost.processes import ROOT, ChildProcess, free_port, python_module
 from devhost.redis import RedisServer
 from devhost.servicebus.launcher import BrokerProcess
@@ -29,6 +31,33 @@ HOST_READY_TEXT = "functions host ready"
 REGISTRY_BLOB = f"{names.CONFIG_CONTAINER}/registry.json"
 
 
+@dataclass(frozen=True)
+class StackPorts:
+    """Fixed loopback ports (`dev.py up --fixed-ports`): each part's usual one."""
+
+    servicebus: int = 5672  # AMQP, as the Service Bus emulator
+    servicebus_admin: int = 5300  # the management API, as the emulator's
+    azurite: int = 10000  # Azurite's blob default
+    redis: int = 6379
+    models: int = 8081
+    functions: int = 7071  # the Functions host's default
+
+    def check_free(self, host: str = "127.0.0.1") -> None:
+        """PortInUse naming the part whose port something else holds."""
+        for part, port in vars(self).items():
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind((host, port))
+                except OSError:
+                    raise PortInUse(
+                        f"{part} needs port {port} on {host}, which something else holds"
+                    ) from None
+
+
+class PortInUse(RuntimeError):
+    pass
+
+
 @dataclass
 class StackOptions:
     data_dir: Path
@@ -36,11 +65,15 @@ class StackOptions:
     registry: Path = REGISTRY
     servicebus_config: Path = SERVICEBUS_CONFIG
     extra_settings: dict[str, str] = field(default_factory=dict)
+    # None: free ports, new on every start; StackPorts(): the fixed, documented ones.
+    ports: StackPorts | None = None
+    # True: data_dir is from an earlier start; its registry blob is kept, not re-seeded.
+    keep_data: bool = False
 
 
 class ModelSimulatorProcess(ChildProcess):
-    def __init__(self, config: Path, log_path: Path) -> None:
-        port = free_port()
+    def __init__(self, config: Path, log_path: Path, port: int | None = None) -> None:
+        port = port or free_port()
         super().__init__(
             python_module("devhost.models", "--port", str(port), "--config", str(config)),
             port,
@@ -77,26 +110,49 @@ class LocalStack:
         self.redis: RedisServer | None = None
         self.models: ModelSimulatorProcess | None = None
         self.host: FunctionsHostProcess | None = None
-        self.http_port = free_port()
+        self.jobrunner: JobRunnerProcess | None = None
+        self.http_port = options.ports.functions if options.ports else free_port()
 
     def start(self, with_host: bool = True) -> Self:
         self.logs.mkdir(parents=True, exist_ok=True)
+        ports = self.options.ports
+        if ports is not None:
+            ports.check_free()
         try:
             self.broker = BrokerProcess(
                 self.options.data_dir / "servicebus",
                 config=self.options.servicebus_config,
                 log_path=self.logs / "servicebus.log",
+                port=ports.servicebus if ports else None,
+                admin_port=ports.servicebus_admin if ports else None,
             ).start()
-            self.azurite = Azurite(location=self.options.data_dir / "azurite").start()
+            self.azurite = Azurite(
+                location=self.options.data_dir / "azurite", port=ports.azurite if ports else None
+            ).start()
             asyncio.run(create_containers(self.azurite.connection_string))
             asyncio.run(
-                seed_registry(self.azurite.connection_string, self.options.registry, REGISTRY_BLOB)
+                seed_registry(
+                    self.azurite.connection_string,
+                    self.options.registry,
+                    REGISTRY_BLOB,
+                    replace=not self.options.keep_data,
+                )
             )
             self.redis = RedisServer(
-                data_dir=self.options.data_dir / "redis", log_path=self.logs / "redis.log"
+                data_dir=self.options.data_dir / "redis",
+                log_path=self.logs / "redis.log",
+                port=ports.redis if ports else None,
             ).start()
             self.models = ModelSimulatorProcess(
-                self.options.models_config, self.logs / "models.log"
+                self.options.models_config,
+                self.logs / "models.log",
+                ports.models if ports else None,
+            ).start()
+            self.jobrunner = JobRunnerProcess(
+                storage_connection=self.azurite.connection_string,
+                simulator_url=self.models.url,
+                work_dir=self.options.data_dir / "jobrunner",
+                log_path=self.logs / "jobrunner.log",
             ).start()
             if with_host:
                 self.start_host()
@@ -117,7 +173,21 @@ class LocalStack:
             "AZURE_AI_SERVICES_ENDPOINT": f"{self.models.url}/models",
             "MODEL_API_KEY": MODEL_API_KEY,
             "REDIS_URL": self.redis.url,
+            # A registry change (promotion, onboarding) reaches the app within 5 s locally.
+            "TENANT_REGISTRY_REFRESH_SECONDS": "5",
+            **self._finetune_settings(),
             **self.options.extra_settings,
+        }
+
+    def _finetune_settings(self) -> dict[str, str]:
+        """Fine-tuning on the local job runner (what stands in for Azure ML), judged by the
+        simulator's judge deployment."""
+        if self.jobrunner is None:
+            return {}
+        return {
+            "FINETUNE_BACKEND": "local",
+            "LOCAL_TRAINING_RUNNER_URL": self.jobrunner.url,
+            "FINETUNE_JUDGE_DEPLOYMENT": "judge",
         }
 
     def start_host(self) -> FunctionsHostProcess:
@@ -132,7 +202,7 @@ class LocalStack:
             self.host.kill()
 
     def stop(self) -> None:
-        for part in (self.host, self.models, self.broker):
+        for part in (self.host, self.jobrunner, self.models, self.broker):
             if part is not None:
                 part.stop()
         if self.redis is not None:
@@ -147,14 +217,37 @@ class LocalStack:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def exited(self) -> list[tuple[str, int | None, Path]]:
+        """The parts whose process has ended: (name, exit status, log file)."""
+        parts: list[tuple[str, ChildProcess | None, Path]] = [
+            ("Service Bus broker", self.broker, self.logs / "servicebus.log"),
+            ("Model simulator", self.models, self.logs / "models.log"),
+            ("Job runner (local AML)", self.jobrunner, self.logs / "jobrunner.log"),
+            ("Functions host", self.host, self.logs / "host.log"),
+        ]
+        ended = [
+            (name, part.proc.returncode, log)
+            for name, part, log in parts
+            if part is not None and part.proc is not None and part.proc.poll() is not None
+        ]
+        for name, server, log in (
+            ("Azurite", self.azurite, self.options.data_dir / "azurite"),
+            ("Redis", self.redis, self.logs / "redis.log"),
+        ):
+            if server is not None and not server.running:
+                ended.append((name, None, log))
+        return ended
+
     def describe(self) -> list[tuple[str, str]]:
         if not (self.broker and self.azurite and self.redis and self.models):
             raise RuntimeError("start the backends first")
         return [
             ("Service Bus (AMQP)", f"amqp://127.0.0.1:{self.broker.port}"),
+            ("Service Bus management", f"http://127.0.0.1:{self.broker.admin_port}"),
             ("Azurite blob", self.azurite.blob_endpoint),
             ("Redis (tenant quotas)", self.redis.url),
             ("Model simulator", self.models.url),
+            ("Job runner (local AML)", self.jobrunner.url if self.jobrunner else "-"),
             ("Functions host HTTP", f"http://127.0.0.1:{self.http_port}/api"),
             ("Logs", str(self.logs)),
         ]

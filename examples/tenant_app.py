@@ -1,10 +1,13 @@
 """A tenant app: send one `inference.request` and wait for its reply on the tenant's reply queue.
 
-    python examples/tenant_app.py --connection "<ServiceBusConnection>" --tenant tailwind \
+    python examples/tenant_app.py --env-file .devhost-data/up/devhost.env --tenant tailwind \
         "Which plan includes priority support?"
 
-With `python -m devhost up` running, take the connection string it prints. In Azure, use
-`ServiceBusClient(fully_qualified_namespace, DefaultAzureCredential())` instead of a key.
+Where it connects, first found: `--connection` (a connection string), `--namespace` (Azure: the
+namespace's host name, signing in as the app's own identity with DefaultAzureCredential: the
+identity `shared.admin tenants add --app-principal-id` granted), the `ServiceBusConnection` or
+`ServiceBusConnection__fullyQualifiedNamespace` of `--env-file` (devhost's, or `azd env
+get-values` output), then the same names in the environment.
 """
 
 from __future__ import annotations
@@ -12,14 +15,33 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import uuid
+from pathlib import Path
 
+from azure.identity.aio import DefaultAzureCredential
 from azure.servicebus import ServiceBusMessage
 from azure.servicebus.aio import ServiceBusClient
+from dotenv import dotenv_values
 
 
-async def ask(connection: str, tenant: str, question: str, timeout_s: float) -> dict[str, object]:
+async def ask(
+    connection: str, tenant: str, question: str, timeout_s: float, *, namespace: bool = False
+) -> dict[str, object]:
+    """`connection` is a connection string, or with `namespace` a namespace host name."""
+    if namespace:
+        async with DefaultAzureCredential() as credential:
+            bus = ServiceBusClient(connection, credential)
+            return await _ask(bus, tenant, question, timeout_s)
+    return await _ask(
+        ServiceBusClient.from_connection_string(connection), tenant, question, timeout_s
+    )
+
+
+async def _ask(
+    client: ServiceBusClient, tenant: str, question: str, timeout_s: float
+) -> dict[str, object]:
     request_id = str(uuid.uuid4())
     reply_queue = f"replies-{tenant}"
     request = {
@@ -30,7 +52,7 @@ async def ask(connection: str, tenant: str, question: str, timeout_s: float) -> 
         "messages": [{"role": "user", "content": question}],
         "parameters": {"max_tokens": 100},
     }
-    async with ServiceBusClient.from_connection_string(connection) as bus:
+    async with client as bus:
         async with bus.get_queue_sender("inference-requests") as sender:
             await sender.send_messages(
                 ServiceBusMessage(
@@ -54,7 +76,9 @@ async def ask(connection: str, tenant: str, question: str, timeout_s: float) -> 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--connection", required=True)
+    parser.add_argument("--connection", help="a Service Bus connection string")
+    parser.add_argument("--namespace", help="Azure: <name>.servicebus.windows.net")
+    parser.add_argument("--env-file", type=Path, help="a .env file with the settings")
     parser.add_argument("--tenant", default="tailwind")
     parser.add_argument(
         "--timeout",
@@ -64,7 +88,22 @@ def main() -> int:
     )
     parser.add_argument("question")
     args = parser.parse_args()
-    reply = asyncio.run(ask(args.connection, args.tenant, args.question, args.timeout))
+    settings: dict[str, str | None] = dict(os.environ)
+    if args.env_file:
+        settings.update(dotenv_values(args.env_file))
+    choices = [
+        (args.connection, False),
+        (args.namespace, True),
+        (settings.get("ServiceBusConnection"), False),
+        (settings.get("ServiceBusConnection__fullyQualifiedNamespace"), True),
+    ]
+    found = [(where, is_namespace) for where, is_namespace in choices if where]
+    if not found:
+        parser.error("give --connection, --namespace or --env-file")
+    where, is_namespace = found[0]
+    reply = asyncio.run(
+        ask(where, args.tenant, args.question, args.timeout, namespace=is_namespace)
+    )
     print(json.dumps(reply, indent=2))
     return 0 if reply.get("type") == "inference.result" else 1
 

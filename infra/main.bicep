@@ -838,6 +838,10 @@ output AZURE_ML_TRAINING_IDENTITY_CLIENT_ID string = trainingIdentity.outputs.cl
 output BATCH_EVENTS_TOPIC string = batchEvents.outputs.name
 output BATCH_EVENTS_SUBJECT_BEGINS_WITH string = batchEvents.outputs.subjectBeginsWith
 output BATCH_EVENTS_SUBJECT_ENDS_WITH string = batchEvents.outputs.subjectEndsWith
+// Read by the postprovision hook (infra/hooks/postprovision.py), which writes the initial tenant
+// registry from them: the registry and the tenants parameter come from one place.
+output POOLED_DEPLOYMENTS array = pooledDeployments
+output TENANTS array = tenants
 
 output ServiceBusConnection__fullyQualifiedNamespace string = serviceBus.outputs.fullyQualifiedNamespace
 output AzureWebJobsStorage__blobServiceUri string = storage.outputs.blobEndpoint

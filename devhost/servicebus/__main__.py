@@ -15,6 +15,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devhost.servicebus", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5672)
+    parser.add_argument(
+        "--admin-port",
+        type=int,
+        default=None,
+        help="serve the management API (ServiceBusAdministrationClient) on this port (the "
+        "official emulator uses 5300); default: none",
+    )
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument(
         "--config",
@@ -39,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             config=config,
             key_name=args.sas_key_name,
             key=args.sas_key,
+            admin_port=args.admin_port,
         )
     )
     return 0

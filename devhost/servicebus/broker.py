@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import functools
 import logging
+import queue as queue_module
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,12 +112,53 @@ class Broker:
         self._after_commit: list[Callable[[], None]] = []
         self._stop_requested = False
         self._last_sweep_ms = 0
+        self._commands: queue_module.SimpleQueue[tuple[Future[Any], Callable[[], Any]]] = (
+            queue_module.SimpleQueue()
+        )
         self.on_ready: Callable[[], None] | None = None
         self.container: Any = None
 
     # -- lifecycle -----------------------------------------------------------------------------
     def request_stop(self) -> None:
         self._stop_requested = True
+
+    def submit(self, action: Callable[[], Any]) -> Future[Any]:
+        """Run `action` on the reactor thread at its next tick (any thread may call this). The
+        future is resolved after that pass's commit, so an answered change is on disk."""
+        future: Future[Any] = Future()
+        self._commands.put((future, action))
+        return future
+
+    def _run_commands(self) -> None:
+        while True:
+            try:
+                future, action = self._commands.get_nowait()
+            except queue_module.Empty:
+                return
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = action()
+            except Exception as exc:
+                self._after_commit.append(functools.partial(future.set_exception, exc))
+                continue
+            self._after_commit.append(functools.partial(future.set_result, result))
+
+    def add_queue(self, queue: Queue) -> None:
+        self.queues[queue.name] = queue
+
+    def remove_queue(self, name: str) -> None:
+        """Forget a queue; its receivers are detached with amqp:not-found, as when an entity is
+        deleted in Service Bus."""
+        self.queues.pop(name, None)
+        for dead_letter in (False, True):
+            for consumer in self._consumers.pop((name, dead_letter), []):
+                self._consumer_by_link.pop(consumer.link, None)
+                if consumer.link.state & Endpoint.LOCAL_ACTIVE:
+                    consumer.link.condition = Condition(
+                        "amqp:not-found", f"The messaging entity '{name}' was deleted."
+                    )
+                    consumer.link.close()
 
     def on_reactor_init(self, event: Any) -> None:
         self.container = event.container
@@ -129,6 +172,7 @@ class Broker:
             self._flush()
             event.container.stop()
             return
+        self._run_commands()
         now = now_ms()
         for queue in self.queues.values():
             queue.expire_locks(now)
@@ -414,7 +458,14 @@ class Broker:
                 f"The message of {len(data)} bytes exceeds the limit of {MAX_MESSAGE_BYTES} bytes.",
             )
             return
-        queue = self.queues[address.queue]
+        queue = self.queues.get(address.queue)
+        if queue is None:  # deleted through the management API while the link was open
+            self._reject(
+                delivery,
+                "amqp:not-found",
+                f"The messaging entity '{address.queue}' could not be found.",
+            )
+            return
         now = now_ms()
         try:
             parts = [(raw, read_sent_fields(raw)) for raw in split_batch(data)]

@@ -277,6 +277,9 @@ class Queue:
             "locked": len(self._locks),
         }
 
+    def size_bytes(self) -> int:
+        return sum(len(r.payload) for r in self._rows.values())
+
     # -- internals -----------------------------------------------------------------------------
     def _count_failed_delivery(self, row: Row) -> None:
         row.delivery_count += 1

@@ -20,10 +20,13 @@ class BrokerProcess(ChildProcess):
         port: int | None = None,
         log_path: Path | None = None,
         host: str = "127.0.0.1",
+        admin_port: int | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.config = config
         port = port or free_port(host)
+        # The management API (admin_http.py) on a port of its own, as the official emulator has.
+        self.admin_port = admin_port or free_port(host)
         super().__init__(
             python_module(
                 "devhost.servicebus",
@@ -31,6 +34,8 @@ class BrokerProcess(ChildProcess):
                 host,
                 "--port",
                 str(port),
+                "--admin-port",
+                str(self.admin_port),
                 "--data-dir",
                 str(data_dir),
                 "--config",
@@ -44,6 +49,11 @@ class BrokerProcess(ChildProcess):
     @property
     def connection_string(self) -> str:
         return connection_string(self.host, self.port)
+
+    @property
+    def admin_connection_string(self) -> str:
+        """For `ServiceBusAdministrationClient.from_connection_string` (the emulator's form)."""
+        return connection_string(self.host, self.admin_port)
 
     def restart(self) -> Self:
         """Same port, same data dir: what a supervisor does after a crash."""

@@ -11,9 +11,11 @@ from types import FrameType
 
 from proton.reactor import Container
 
+from devhost.servicebus.admin_http import AdminServer
 from devhost.servicebus.broker import Broker
 from devhost.servicebus.config import BrokerConfig
 from devhost.servicebus.entity import Queue
+from devhost.servicebus.namespace import Namespace, apply_entities
 from devhost.servicebus.sas import SasPolicy
 from devhost.servicebus.store import Store
 
@@ -31,6 +33,8 @@ class ServerOptions:
     config: BrokerConfig
     key_name: str = DEFAULT_KEY_NAME
     key: str = DEFAULT_KEY
+    # The management API's port (admin_http.py); None: no management surface.
+    admin_port: int | None = None
 
 
 def connection_string(
@@ -43,6 +47,12 @@ def connection_string(
 
 
 def build_broker(options: ServerOptions) -> tuple[Broker, Store]:
+    broker, store, _ = build_namespace(options)
+    return broker, store
+
+
+def build_namespace(options: ServerOptions) -> tuple[Broker, Store, Namespace]:
+    """The broker with the config file's queues as changed at run time (`namespace.py`)."""
     store = Store(options.data_dir / "servicebus.sqlite3")
     rows_by_queue: dict[str, list] = {}  # type: ignore[type-arg]
     for row in store.rows():
@@ -52,16 +62,26 @@ def build_broker(options: ServerOptions) -> tuple[Broker, Store]:
         seen.setdefault(queue_name, []).append((message_id, until))
     last = store.last_sequences()
     queues: dict[str, Queue] = {}
-    for name, props in options.config.queues().items():
+    times: dict[str, tuple[int, int]] = {}
+    for name, (props, created, updated) in apply_entities(
+        options.config.queues(), store.entities()
+    ).items():
         queue = Queue(name, props, store)
         queue.restore(rows_by_queue.get(name, []), last.get(name, 0), seen.get(name, []))
         queues[name] = queue
-    return Broker(queues, store, SasPolicy(options.key_name, options.key)), store
+        times[name] = (created, updated)
+    broker = Broker(queues, store, SasPolicy(options.key_name, options.key))
+    return broker, store, Namespace(broker, store, times)
 
 
 def serve(options: ServerOptions, on_ready: Callable[[], None] | None = None) -> None:
     """Run until SIGTERM/SIGINT; the store is committed and closed on the way out."""
-    broker, store = build_broker(options)
+    broker, store, namespace = build_namespace(options)
+    admin = (
+        AdminServer(options.host, options.admin_port, namespace, broker.submit, broker.policy)
+        if options.admin_port is not None
+        else None
+    )
 
     def ready() -> None:
         log.info(
@@ -70,6 +90,8 @@ def serve(options: ServerOptions, on_ready: Callable[[], None] | None = None) ->
             options.port,
             ", ".join(sorted(broker.queues)),
         )
+        if admin is not None:
+            log.info("servicebus management API on http://%s:%d", options.host, admin.port)
         if on_ready:
             on_ready()
 
@@ -83,8 +105,12 @@ def serve(options: ServerOptions, on_ready: Callable[[], None] | None = None) ->
     signal.signal(signal.SIGINT, stop)
     container = Container(broker)
     container.listen(f"{options.host}:{options.port}")
+    if admin is not None:
+        admin.start()
     try:
         container.run()
     finally:
+        if admin is not None:
+            admin.stop()
         store.close()
         log.info("servicebus broker stopped")

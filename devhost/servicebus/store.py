@@ -33,7 +33,24 @@ CREATE TABLE IF NOT EXISTS dedup (
     queue TEXT NOT NULL, message_id TEXT NOT NULL, expires_ms INTEGER NOT NULL,
     PRIMARY KEY (queue, message_id)
 );
+-- Queues created, changed or deleted at run time through the management surface (admin_http.py):
+-- `properties` is QueueProperties as JSON; a deleted row hides a queue of the config file.
+CREATE TABLE IF NOT EXISTS entities (
+    name TEXT PRIMARY KEY, properties TEXT NOT NULL, created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL, deleted INTEGER NOT NULL DEFAULT 0
+);
 """
+
+
+@dataclass(frozen=True, slots=True)
+class EntityRow:
+    """A queue the management surface created, changed or deleted (`deleted`)."""
+
+    name: str
+    properties: str
+    created_ms: int
+    updated_ms: int
+    deleted: bool
 
 
 @dataclass(slots=True)
@@ -160,3 +177,26 @@ class Store:
 
     def remembered_ids(self) -> Iterator[tuple[str, str, int]]:
         yield from self._db.execute("SELECT queue, message_id, expires_ms FROM dedup")
+
+    def save_entity(self, name: str, properties: str, created_ms: int, updated_ms: int) -> None:
+        self._begin()
+        self._db.execute(
+            "INSERT OR REPLACE INTO entities VALUES (?,?,?,?,0)",
+            (name, properties, created_ms, updated_ms),
+        )
+
+    def delete_entity(self, name: str, now_ms: int) -> None:
+        """Forget a queue and everything in it; the row stays as a tombstone."""
+        self._begin()
+        self._db.execute("DELETE FROM messages WHERE queue=?", (name,))
+        self._db.execute("DELETE FROM sequences WHERE queue=?", (name,))
+        self._db.execute("DELETE FROM dedup WHERE queue=?", (name,))
+        self._db.execute(
+            "INSERT INTO entities VALUES (?, '{}', ?, ?, 1)"
+            " ON CONFLICT(name) DO UPDATE SET deleted=1, updated_ms=excluded.updated_ms",
+            (name, now_ms, now_ms),
+        )
+
+    def entities(self) -> list[EntityRow]:
+        rows = self._db.execute("SELECT * FROM entities ORDER BY name").fetchall()
+        return [EntityRow(r[0], r[1], r[2], r[3], bool(r[4])) for r in rows]

@@ -11,8 +11,8 @@ Rules, checked in this order for a job that asks for a slot (`Admission.admit`):
    GPU-minutes over the last `window` (finished plus running), fewest first, ties by the time each
    started waiting; with k slots free, the first k may start and the others wait. So a large
    tenant that keeps sending jobs gets a slot only when no smaller user is waiting: it cannot
-   starve them (with the one-job rule it also never holds more than one slot). (The idea of Slurm's fair-share
-   factor, without its decay: a fixed window.)
+   starve them (with the one-job rule it also never holds more than one slot). The idea of
+   Slurm's fair-share factor, without its decay: a fixed window.
 
 A `Wait` keeps the job in the waiting list (with when it was last seen, so entries whose message
 is gone expire after `forget_after`); the intake reschedules the message on Service Bus. When a

@@ -193,6 +193,7 @@ class FinetuneIntake:
             heldout_blob=split.heldout_blob,
             train_examples=split.train_examples,
             heldout_examples=split.heldout_examples,
+            train_sha256=split.train_sha256,
         )
         record.history.append(
             Transition(

@@ -126,6 +126,9 @@ class JobRecord(BaseModel):
     heldout_blob: str = Field(description="`<container>/<name>`: never trained on; the gate's")
     train_examples: int
     heldout_examples: int
+    train_sha256: str = Field(
+        default="", description="sha256 of the train blob (the trainer checks it)"
+    )
     backend: str | None = None
     external_id: str | None = None
     submitted_at: datetime | None = None

@@ -84,7 +84,7 @@ def spec_for(job: JobRecord, base_model: str) -> TrainingSpec:
         base_model=base_model,
         train_blob=job.train_blob,
         validation_blob=job.heldout_blob,
-        dataset_sha256=request.dataset.sha256,
+        dataset_sha256=job.train_sha256 or request.dataset.sha256,
         tags={
             "tenant_id": job.tenant_id,
             "job_key": job.job_key,

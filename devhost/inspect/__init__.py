@@ -1,0 +1,1 @@
+"""`python -m devhost inspect`: results, rejections, usage, queues, dead letters, events."""
