@@ -186,6 +186,11 @@ class Settings(BaseSettings):
     azure_ml_compute_name: str | None = Field(
         default=None, validation_alias=AliasChoices("AZURE_ML_COMPUTE_NAME")
     )
+    azure_ml_training_identity_client_id: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AZURE_ML_TRAINING_IDENTITY_CLIENT_ID"),
+        description="the GPU cluster's identity: the training job reads its data with it",
+    )
 
 
 # Settings that Azure sets optionally or that only the local stack uses; the infra contract test

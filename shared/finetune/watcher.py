@@ -89,16 +89,13 @@ class JobWatcher:
         before = job.state
         try:
             after: JobRecord = await step(job)
-        except (BackendError, VersionError, NoBackend) as exc:
-            log.warning(
-                "fine-tuning job not advanced; next tick tries again",
-                extra={
-                    "event": "finetune.watch_failed",
-                    "tenant_id": tenant_id,
-                    "job_id": job_id,
-                    "problem": str(exc)[:500],
-                },
-            )
+        except BackendError as exc:
+            if exc.retryable:
+                self._not_advanced(tenant_id, job_id, exc)
+                return
+            after = await self._fail(job, str(exc))
+        except (VersionError, NoBackend) as exc:
+            self._not_advanced(tenant_id, job_id, exc)
             return
         if after.state is not before:
             changed.append(after)
@@ -112,6 +109,26 @@ class JobWatcher:
                     "detail": after.history[-1].reason,
                 },
             )
+
+    def _not_advanced(self, tenant_id: str, job_id: str, exc: Exception) -> None:
+        log.warning(
+            "fine-tuning job not advanced; next tick tries again",
+            extra={
+                "event": "finetune.watch_failed",
+                "tenant_id": tenant_id,
+                "job_id": job_id,
+                "problem": str(exc)[:500],
+            },
+        )
+
+    async def _fail(self, job: JobRecord, reason: str) -> JobRecord:
+        """A backend's final refusal: the job fails (from wherever it may) and leaves the GPU."""
+        current = await self._jobs.get(job.tenant_id, job.job_id)
+        if current.state in (JobState.SUBMITTED, JobState.RUNNING, JobState.SUCCEEDED):
+            minutes = await self._admission.release(job.tenant_id, job.job_id)
+            await self._admission.forget(job.job_id)
+            return await self._move(current, JobState.FAILED, reason, minutes=minutes or None)
+        return current
 
     async def _poll(self, job: JobRecord) -> JobRecord:
         if job.state not in (JobState.SUBMITTED, JobState.RUNNING):

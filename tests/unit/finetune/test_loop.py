@@ -27,6 +27,7 @@ from shared.finetune.backends.port import (
 from shared.finetune.jobs import JobRecord, JobState
 from shared.finetune.launcher import Backend, Backends
 from shared.finetune.operator import models_view, rollback_now
+from shared.finetune.wiring import NotServed
 from shared.inference.model_clients import Completion
 from shared.messages import InboundMessage
 from shared.runtime import Runtime
@@ -398,3 +399,23 @@ async def test_a_dataset_too_small_or_malformed_is_rejected() -> None:
 def test_request_contract_round_trips() -> None:
     body = request("training/fabrikam/ds-1.jsonl", "a" * 64)
     assert FinetuneRequest.model_validate(body).tenant_id == "fabrikam"
+
+
+async def test_a_model_that_cannot_be_served_fails_the_job_and_frees_the_slot() -> None:
+    loop = await make_loop()
+    loop.runtime.finetune_backends = Backends(
+        {"local": Backend("local", loop.trainer, NotServed("azure_ml"))}, "local"
+    )
+    dataset, sha = await put_dataset(loop.store)
+    job = await loop.runtime.finetune_intake.handle_message(message(request(dataset, sha)))
+    assert isinstance(job, JobRecord)
+    loop.trainer.states[job.job_id] = BackendState.SUCCEEDED
+    await loop.runtime.job_watcher.tick()
+    failed = await loop.runtime.jobs.get("fabrikam", job.job_id)
+    assert failed.state is JobState.FAILED
+    assert "managed online endpoint" in failed.history[-1].reason
+    fleet = await loop.runtime.admission.state()
+    assert fleet.running == []
+    assert fleet.evaluating == []
+    registry = await loop.runtime.registry.get()
+    assert registry.tenant("fabrikam").tuned_deployment == "fabrikam-ft-v1"  # type: ignore[union-attr]
