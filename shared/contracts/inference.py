@@ -47,6 +47,9 @@ class RejectionReason:
     REQUEST_EXCEEDS_QUOTA: Final = "request_exceeds_quota"
     """One request needs more tokens (prompt estimate + max_tokens) than the tenant's whole
     tokens-per-minute quota: it could never be admitted, so it is refused at once."""
+    REQUEST_ID_REUSED: Final = "request_id_reused"
+    """The tenant already has a result for this request_id, for a different request (messages,
+    parameters or feature differ): an idempotency key never answers another request."""
 
 
 class ContractError(Exception):
@@ -182,6 +185,12 @@ class InferenceResult(_Strict):
     failure: Failure | None = None
     truncated: bool = False
     result_blob: str | None = None
+    request_sha256: str | None = Field(
+        default=None,
+        description="sha256 of the canonical request this result answers (messages, parameters, "
+        "feature; shared.inference.results.request_digest): a repeat of the request_id is "
+        "answered from this result only if its digest is the same",
+    )
 
 
 class RejectionRecord(_Strict):
