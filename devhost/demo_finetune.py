@@ -102,6 +102,7 @@ async def run_finetune_act(
                 shifted=True,
                 deadline=time.monotonic() + timeout_s,
             )
+    result.serving_version = (await models_view(host_url)).get("serving_version")
     recovered = result.recovered_share
     if result.after.answered < result.after.sent:
         result.problems.append(
@@ -127,6 +128,15 @@ def describe(result: FinetuneActResult) -> list[str]:
             f"trained on, {job['heldout_examples']} held out, {job.get('gpu_minutes', 0):.2f} "
             "GPU-minutes"
         )
+        metrics = job.get("metrics") or {}
+        if "validation_loss_before" in metrics and "validation_loss_after" in metrics:
+            lines.append(
+                f"  trainer (LoRA, {metrics.get('steps', 0):.0f} steps, "
+                f"{metrics.get('seconds_per_step', 0):.2f} s/step): train loss "
+                f"{metrics.get('first_train_loss', 0):.2f} -> {metrics.get('train_loss', 0):.2f}, "
+                f"held-out loss {metrics['validation_loss_before']:.2f} -> "
+                f"{metrics['validation_loss_after']:.2f}"
+            )
         for step in job["history"]:
             lines.append(f"    {step['at'][11:19]} {step['state']:<10} {step['reason'][:110]}")
         evaluation = job.get("evaluation") or {}

@@ -20,6 +20,7 @@ from shared.contracts import TENANT_ID_PATTERN
 from shared.finetune.jobs import JobState, JobStore
 from shared.finetune.versions import ModelVersions, VersionError
 from shared.tenancy.registry_source import RegistryProvider
+from shared.tenancy.registry_store import RegistryStore
 
 _MAX_TEXT = 500
 
@@ -31,6 +32,8 @@ class _Runtime(Protocol):
     def jobs(self) -> JobStore: ...
     @property
     def model_versions(self) -> ModelVersions: ...
+    @property
+    def registry_store(self) -> RegistryStore: ...
 
 
 def _error(status: int, code: str, detail: str) -> tuple[int, str]:
@@ -48,7 +51,7 @@ async def models_view(runtime: _Runtime, tenant_id: str) -> tuple[int, str]:
         return _error(404, "unknown_tenant", "the tenant is not registered")
     timeline = await runtime.model_versions.timeline(tenant_id)
     jobs = await runtime.jobs.list(tenant_id)
-    registry = await runtime.registry.get()
+    registry = (await runtime.registry_store.read()).registry  # as stored now, not as cached
     tenant = registry.tenant(tenant_id)
     serving = tenant.tuned_deployment if tenant else None
     body: dict[str, Any] = {
@@ -68,6 +71,8 @@ async def models_view(runtime: _Runtime, tenant_id: str) -> tuple[int, str]:
                 "train_examples": j.train_examples,
                 "heldout_examples": j.heldout_examples,
                 "gpu_minutes": j.gpu_minutes,
+                "metrics": j.metrics,
+                "lineage": j.lineage,
                 "candidate": j.candidate.model_dump() if j.candidate else None,
                 "evaluation": j.evaluation,
                 "history": [h.model_dump(mode="json") for h in j.history],
