@@ -48,6 +48,7 @@ from devhost.jobrunner.jobs import (
     JobStore,
 )
 from devhost.processes import ROOT
+from shared.finetune.backends.run_outputs import flat_lineage, flat_metrics
 
 log = logging.getLogger("devhost.jobrunner")
 
@@ -63,29 +64,6 @@ class RunnerError(Exception):
 
 class _JobFailed(Exception):
     pass
-
-
-def flat_metrics(raw: dict[str, Any]) -> dict[str, float]:
-    """metrics.json's numbers, plus train_loss / validation_loss (the port's names)."""
-    out = {
-        k: float(v)
-        for k, v in raw.items()
-        if isinstance(v, int | float) and not isinstance(v, bool)
-    }
-    if "final_train_loss" in out:
-        out["train_loss"] = out["final_train_loss"]
-    if "validation_loss_after" in out:
-        out["validation_loss"] = out["validation_loss_after"]
-    return out
-
-
-def flat_lineage(raw: dict[str, Any]) -> dict[str, str]:
-    """lineage.json as strings (nested values as compact JSON, nulls left out)."""
-    return {
-        k: v if isinstance(v, str) else json.dumps(v, sort_keys=True, separators=(",", ":"))
-        for k, v in raw.items()
-        if v is not None
-    }
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -353,11 +353,9 @@ def expand_environment(text: str, env: Mapping[str, str]) -> tuple[str | None, s
     return _ENV_REFERENCE.sub(lambda m: env[m.group(1)], text), None
 
 
-def parse_registry(
-    text: str | bytes, *, source: str = "registry", env: Mapping[str, str] | None = None
-) -> Registry:
-    """Parse and check a registry document (JSON, or YAML when it is not JSON)."""
-    environment = os.environ if env is None else env
+def load_document(text: str | bytes, *, source: str = "registry") -> dict[str, Any]:
+    """The registry document as data (JSON, or YAML when it is not JSON), unchecked and with its
+    `${ENV}` references as written. RegistryError if it is neither, or not a mapping."""
     try:
         document: Any = json.loads(text)
     except ValueError:
@@ -367,6 +365,15 @@ def parse_registry(
             raise RegistryError(f"{source}: neither JSON nor YAML ({exc})") from None
     if not isinstance(document, dict):
         raise RegistryError(f"{source}: the document must be a mapping with deployments, tenants")
+    return document
+
+
+def parse_registry(
+    text: str | bytes, *, source: str = "registry", env: Mapping[str, str] | None = None
+) -> Registry:
+    """Parse and check a registry document (JSON, or YAML when it is not JSON)."""
+    environment = os.environ if env is None else env
+    document = load_document(text, source=source)
     deployments = document.get("deployments")
     if isinstance(deployments, list):
         document = {**document, "deployments": [_expand(d, environment) for d in deployments]}

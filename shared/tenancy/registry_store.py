@@ -39,10 +39,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from shared.storage.blob_store import BlobStore, ConditionFailed
-from shared.tenancy.registry import Registry, RegistryError, blob_location, parse_registry
+from shared.tenancy.registry import (
+    Registry,
+    RegistryError,
+    blob_location,
+    load_document,
+    parse_registry,
+)
 
 try:  # POSIX only; on Windows file writers rely on the digest compare alone.
     import fcntl
@@ -70,19 +74,6 @@ class StoredRegistry:
 
 def _digest(data: bytes) -> str:
     return '"' + hashlib.sha256(data).hexdigest() + '"'
-
-
-def _load(data: bytes, source: str) -> Document:
-    try:
-        document: Any = json.loads(data)
-    except ValueError:
-        try:
-            document = yaml.safe_load(data)
-        except yaml.YAMLError as exc:
-            raise RegistryError(f"{source}: neither JSON nor YAML ({exc})") from None
-    if not isinstance(document, dict):
-        raise RegistryError(f"{source}: the document must be a mapping with deployments, tenants")
-    return document
 
 
 def _dump(document: Document) -> bytes:
@@ -113,7 +104,7 @@ class RegistryStore:
         data, etag = await self._read_raw()
         if data is None:
             raise RegistryError(f"{self.reference}: no registry document")
-        document = _load(data, self.reference)
+        document = load_document(data, source=self.reference)
         registry = parse_registry(data, source=self.reference, env=self._env)
         return StoredRegistry(document, etag, registry)
 
@@ -125,7 +116,7 @@ class RegistryStore:
             data, etag = await self._read_raw()
             if data is None:
                 raise RegistryError(f"{self.reference}: no registry document")
-            before = _load(data, self.reference)
+            before = load_document(data, source=self.reference)
             after = copy.deepcopy(before)
             returned = change(after)
             document = after if returned is None else returned

@@ -81,6 +81,7 @@ from shared.finetune.backends.port import (
     TrainedModel,
     TrainingSpec,
 )
+from shared.finetune.backends.run_outputs import flat_lineage, flat_metrics
 
 ROOT: Final = Path(__file__).resolve().parents[3]
 TRAINING_DIR: Final = ROOT / "training"
@@ -293,29 +294,6 @@ def build_model(
         },
         properties={k: f"{v:.6g}" for k, v in metrics.items()},
     )
-
-
-def flat_metrics(raw: Mapping[str, Any]) -> dict[str, float]:
-    """metrics.json's numbers, plus train_loss and validation_loss in the port's words."""
-    out = {
-        k: float(v)
-        for k, v in raw.items()
-        if isinstance(v, int | float) and not isinstance(v, bool)
-    }
-    if "final_train_loss" in out:
-        out["train_loss"] = out["final_train_loss"]
-    if "validation_loss_after" in out:
-        out["validation_loss"] = out["validation_loss_after"]
-    return out
-
-
-def flat_lineage(raw: Mapping[str, Any]) -> dict[str, str]:
-    """lineage.json as strings (nested values as compact JSON; nulls left out)."""
-    return {
-        k: v if isinstance(v, str) else json.dumps(v, sort_keys=True, separators=(",", ":"))
-        for k, v in raw.items()
-        if v is not None
-    }
 
 
 class _Client(Protocol):
