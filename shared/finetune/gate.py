@@ -19,7 +19,10 @@ replacement, a seeded generator) gives a one-sided lower bound at `confidence`; 
 promoted when that bound exceeds `margin`. So at the default margin 0.05 and confidence 0.95, a
 candidate must be better by more than 0.05 (a fifth of a judge point) with 95 % confidence. An
 example where either model failed to answer is dropped from both (counted in `failures`); fewer
-than `min_examples` scored examples rejects the candidate (not enough evidence).
+than `min_examples` scored examples rejects the candidate (not enough evidence). When more than
+`max_unavailable_share` of the examples cannot be answered *now* (a deployment throttled past the
+client's patience, a circuit breaker open), the gate decides nothing and raises `GateDeferred`:
+the watcher scores the candidate again on a later tick.
 
 Libraries weighed: `scipy.stats.bootstrap(paired=True)` computes the same interval (and BCa) but
 scipy is not otherwise a dependency of the app in Azure; the percentile bootstrap is a few lines
@@ -41,7 +44,7 @@ from typing import Any, Final
 import numpy as np
 
 from shared.contracts import ChatMessage, InferenceParameters
-from shared.inference.model_errors import ModelCallError
+from shared.inference.model_errors import ModelCallError, TransientModelError
 from shared.resilience.client import ResilientModelClient, TryLater
 from shared.tenancy.registry import IsolationMode, Registry, Tenant
 from shared.tenancy.routing import RoutingError
@@ -55,6 +58,15 @@ _ARTICLES: Final = re.compile(r"\b(a|an|the)\b")
 _DIGIT: Final = re.compile(r"[1-5]")
 
 
+class GateDeferred(Exception):
+    """Too many answers could not be had now (a deployment busy, its breaker open): no decision
+    yet; the watcher asks again on a later tick."""
+
+
+class _Unavailable(Exception):
+    """This answer cannot be had now (TryLater or a transient model error)."""
+
+
 @dataclass(frozen=True)
 class GatePolicy:
     margin: float = 0.05
@@ -65,6 +77,8 @@ class GatePolicy:
     concurrency: int = 8
     max_tokens: int = 256
     seed: int = 20261130
+    max_unavailable_share: float = 0.2
+    """More examples than this share unanswerable for now: `GateDeferred`, not a decision."""
 
 
 @dataclass(frozen=True)
@@ -166,18 +180,31 @@ class EvaluationGate:
         judge = self._judge_for(registry, tenant)
         gate = asyncio.Semaphore(self.policy.concurrency)
 
-        async def score_pair(example: HeldOutExample) -> tuple[float | None, float | None]:
+        async def score_pair(
+            example: HeldOutExample,
+        ) -> tuple[float | None, float | None] | None:
             async with gate:
-                return (
-                    await self._score(registry, tenant, candidate, example, judge),
-                    await self._score(registry, tenant, current, example, judge),
-                )
+                try:
+                    return (
+                        await self._score(registry, tenant, candidate, example, judge),
+                        await self._score(registry, tenant, current, example, judge),
+                    )
+                except _Unavailable:
+                    return None
 
-        pairs = await asyncio.gather(*(score_pair(e) for e in chosen))
+        scored = await asyncio.gather(*(score_pair(e) for e in chosen))
+        unavailable = sum(1 for s in scored if s is None)
+        if unavailable > self.policy.max_unavailable_share * max(len(chosen), 1):
+            raise GateDeferred(
+                f"{unavailable} of {len(chosen)} held-out examples could not be answered now "
+                "(a deployment is busy or its circuit breaker is open)"
+            )
+        pairs = [s for s in scored if s is not None]
         kept = [(c, k) for c, k in pairs if c is not None and k is not None]
         result: dict[str, Any] = {
             "examples": len(kept),
             "failures": len(pairs) - len(kept),
+            "unavailable": unavailable,
             "scorer": f"judge:{judge}" if judge else "token_f1",
             "margin": self.policy.margin,
             "confidence": self.policy.confidence,
@@ -271,8 +298,10 @@ class EvaluationGate:
                 prompt,
                 InferenceParameters(max_tokens=self.policy.max_tokens, temperature=0.0),
             )
-        except (TryLater, RoutingError, ModelCallError):
-            return None
+        except (TryLater, TransientModelError) as exc:
+            raise _Unavailable(str(exc)) from None
+        except (RoutingError, ModelCallError):
+            return None  # this example cannot be answered by this deployment at all
         return done.completion.content
 
 

@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from shared.contracts.finetune import FinetuneRequest
 from shared.finetune.admission import Admission
 from shared.finetune.backends.port import BackendError, BackendState
 from shared.finetune.datasets import read_rows
-from shared.finetune.gate import EvaluationGate, held_out_examples
+from shared.finetune.gate import EvaluationGate, GateDeferred, held_out_examples
 from shared.finetune.jobs import JobRecord, JobState, JobStore
 from shared.finetune.launcher import Backends, Launcher, NoBackend, spec_for
 from shared.finetune.versions import ModelVersions, VersionError
@@ -52,6 +52,7 @@ class JobWatcher:
         registry: RegistryStore,
         gate: EvaluationGate,
         clock: Callable[[], datetime],
+        gate_patience: timedelta = timedelta(hours=2),
     ) -> None:
         self._store = store
         self._jobs = jobs
@@ -62,6 +63,7 @@ class JobWatcher:
         self._registry = registry
         self._gate = gate
         self._clock = clock
+        self._gate_patience = gate_patience
 
     async def tick(self) -> list[JobRecord]:
         """One round (see the module doc); the jobs whose state changed."""
@@ -189,7 +191,19 @@ class JobWatcher:
 
     async def _evaluate(self, job: JobRecord) -> JobRecord:
         if job.state is JobState.SUCCEEDED:
-            job = await self._score(job)
+            try:
+                job = await self._score(job)
+            except GateDeferred as deferred:
+                finished = job.finished_at or self._clock()
+                if self._clock() - finished < self._gate_patience:
+                    self._not_advanced(job.tenant_id, job.job_id, deferred)
+                    return job
+                job = await self._move(
+                    job,
+                    JobState.EVALUATED,
+                    f"not scored within {self._gate_patience}: {deferred}",
+                    update=_unscored(str(deferred)),
+                )
         if job.state is JobState.EVALUATED:
             job = await self._decide(job)
         await self._admission.forget(job.job_id)
@@ -275,3 +289,12 @@ class JobWatcher:
         return await self._jobs.transition(
             job.tenant_id, job.job_id, to, at=now, reason=reason, by="watcher", update=apply
         )
+
+
+def _unscored(reason: str) -> Callable[[JobRecord], None]:
+    """The evaluation of a candidate the gate could not score in time: rejected, with why."""
+
+    def apply(record: JobRecord) -> None:
+        record.evaluation = {"decision": "reject", "reason": reason, "examples": 0}
+
+    return apply

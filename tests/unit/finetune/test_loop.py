@@ -29,6 +29,7 @@ from shared.finetune.launcher import Backend, Backends
 from shared.finetune.operator import models_view, rollback_now
 from shared.finetune.wiring import NotServed
 from shared.inference.model_clients import Completion
+from shared.inference.model_errors import ModelRateLimited
 from shared.messages import InboundMessage
 from shared.runtime import Runtime
 from shared.storage import names
@@ -88,6 +89,7 @@ class Models:
 
     candidate_good: float = 0.9
     current_good: float = 0.3
+    throttled: set[str] = field(default_factory=set)
     rng: random.Random = field(default_factory=lambda: random.Random(5))
     calls: list[str] = field(default_factory=list)
 
@@ -100,6 +102,8 @@ class Models:
         tenant_id: str,
     ) -> Completion:
         self.calls.append(deployment.name)
+        if deployment.name in self.throttled:
+            raise ModelRateLimited("busy", deployment=deployment.name, retry_after_s=600.0)
         if deployment.name == "judge":
             text = messages[-1].content
             content = "5" if GOOD.strip() in text else "1"
@@ -120,6 +124,7 @@ class Loop:
     models: Models
     replies: RecordingReplySender
     clock: Clock
+    ticks: FakeTime
 
 
 def _registry_document(**policy: Any) -> bytes:
@@ -154,7 +159,7 @@ async def make_loop(max_running: int = 1, candidate_good: float = 0.9, **policy:
         judge_deployment="judge",
     )
     runtime.registry_store._env = ENV  # the endpoints resolvable, as os.environ has them in a host
-    return Loop(runtime, store, trainer, models, replies, clock)
+    return Loop(runtime, store, trainer, models, replies, clock, ticks)
 
 
 def example(i: int) -> dict[str, Any]:
@@ -419,3 +424,41 @@ async def test_a_model_that_cannot_be_served_fails_the_job_and_frees_the_slot() 
     assert fleet.evaluating == []
     registry = await loop.runtime.registry.get()
     assert registry.tenant("fabrikam").tuned_deployment == "fabrikam-ft-v1"  # type: ignore[union-attr]
+
+
+async def test_a_busy_current_model_defers_the_gate_instead_of_rejecting() -> None:
+    """The current model throttled past the client's patience (as on a bad day, its breaker open):
+    the gate decides nothing, the job waits in `succeeded`, and is promoted once it can be scored;
+    without the deferral it would be rejected for lack of scores (the check can fail)."""
+    loop = await make_loop()
+    loop.models.throttled = {"fabrikam-ft-v1"}
+    dataset, sha = await put_dataset(loop.store)
+    job = await loop.runtime.finetune_intake.handle_message(message(request(dataset, sha)))
+    assert isinstance(job, JobRecord)
+    loop.trainer.states[job.job_id] = BackendState.SUCCEEDED
+    await loop.runtime.job_watcher.tick()
+    waiting = await loop.runtime.jobs.get("fabrikam", job.job_id)
+    assert waiting.state is JobState.SUCCEEDED
+    assert [e.job_id for e in (await loop.runtime.admission.state()).evaluating] == [job.job_id]
+    loop.models.throttled = set()
+    loop.clock.now += timedelta(minutes=15)
+    loop.ticks.now += 900  # the breaker's open period is over
+    await loop.runtime.job_watcher.tick()
+    done = await loop.runtime.jobs.get("fabrikam", job.job_id)
+    assert done.state is JobState.PROMOTED
+    assert (await loop.runtime.admission.state()).evaluating == []
+
+
+async def test_a_gate_that_never_gets_answers_rejects_after_its_patience() -> None:
+    loop = await make_loop()
+    loop.models.throttled = {"fabrikam-ft-v1"}
+    dataset, sha = await put_dataset(loop.store)
+    job = await loop.runtime.finetune_intake.handle_message(message(request(dataset, sha)))
+    assert isinstance(job, JobRecord)
+    loop.trainer.states[job.job_id] = BackendState.SUCCEEDED
+    await loop.runtime.job_watcher.tick()
+    loop.clock.now += timedelta(hours=3)
+    await loop.runtime.job_watcher.tick()
+    done = await loop.runtime.jobs.get("fabrikam", job.job_id)
+    assert done.state is JobState.REJECTED
+    assert "could not be answered now" in done.history[-1].reason
