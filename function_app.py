@@ -1,7 +1,8 @@
 """The switchboard: every trigger of the Function app, each handing plain data to `shared/`.
 
 No logic lives here. Each function turns its trigger payload into a `shared` object and awaits
-one handler; the handler's outcome or exception is what the host acts on.
+one handler; the handler's outcome or exception is what the host acts on. Every HTTP route that
+names a tenant first awaits `unproven` (the tenant proof of shared/security/tenant_check.py).
 """
 
 from __future__ import annotations
@@ -16,9 +17,23 @@ from shared.finetune.uploads import handle_training_upload
 from shared.inference.handler import handle_inference_request
 from shared.messages import InboundMessage
 from shared.runtime import get_runtime
+from shared.security.tenant_upload_sas import upload_sas_response
 from shared.storage import names
 
 app = func.FunctionApp()
+
+
+async def unproven(req: func.HttpRequest, tenant_id: str) -> func.HttpResponse | None:
+    """401 with the reason unless the request proves the route's tenant (HMAC headers,
+    shared/security/tenant_check.py); None when it does."""
+    refusal = await get_runtime().tenant_proofs.check_http(
+        tenant_id, req.method, req.url, dict(req.headers), req.get_body()
+    )
+    if refusal is None:
+        return None
+    return func.HttpResponse(
+        refusal.http_body(), status_code=refusal.http_status, mimetype="application/json"
+    )
 
 
 def inbound_message(msg: func.ServiceBusMessage) -> InboundMessage:
@@ -66,6 +81,8 @@ async def feedback(msg: func.ServiceBusMessage) -> None:
 )
 async def feedback_http(req: func.HttpRequest) -> func.HttpResponse:
     """POST /api/tenants/{tenant_id}/feedback: 201 recorded, 200 revised, 4xx with a reason."""
+    if refused := await unproven(req, req.route_params.get("tenant_id", "")):
+        return refused
     answer = await get_runtime().feedback.handle_http(
         req.route_params.get("tenant_id", ""), req.get_body()
     )
@@ -83,6 +100,8 @@ async def feedback_http(req: func.HttpRequest) -> func.HttpResponse:
 async def drift_evaluate_http(req: func.HttpRequest) -> func.HttpResponse:
     """POST /api/tenants/{tenant_id}/drift (master key: operators): evaluate the tenant's rating
     streams now; 200 with one summary per stream that had news, 404 for an unknown tenant."""
+    if refused := await unproven(req, req.route_params.get("tenant_id", "")):
+        return refused
     status, body = await drift_now(get_runtime(), req.route_params.get("tenant_id", ""))
     return func.HttpResponse(body, status_code=status, mimetype="application/json")
 
@@ -115,8 +134,27 @@ async def batch_upload(blob: func.InputStream) -> None:
 )
 async def batch_progress(req: func.HttpRequest) -> func.HttpResponse:
     """The batch record's progress: done / failed / pending, state, result and error files."""
+    if refused := await unproven(req, req.route_params.get("tenant_id", "")):
+        return refused
     status, body = await batch_progress_response(
         req.route_params.get("tenant_id", ""), req.route_params.get("batch_id", "")
+    )
+    return func.HttpResponse(body, status_code=status, mimetype="application/json")
+
+
+@app.function_name("upload_sas_http")
+@app.route(
+    route="tenants/{tenant_id}/upload-sas",
+    methods=[func.HttpMethod.POST],
+    auth_level=func.AuthLevel.FUNCTION,
+)
+async def upload_sas_http(req: func.HttpRequest) -> func.HttpResponse:
+    """POST /api/tenants/{tenant_id}/upload-sas {"kind": "batch"|"training", "file": "x.jsonl"}:
+    201 with a SAS URL that can create that one blob under uploads/<tenant>/, for 15 minutes."""
+    if refused := await unproven(req, req.route_params.get("tenant_id", "")):
+        return refused
+    status, body = await upload_sas_response(
+        get_runtime(), req.route_params.get("tenant_id", ""), req.get_body()
     )
     return func.HttpResponse(body, status_code=status, mimetype="application/json")
 
@@ -161,6 +199,8 @@ async def finetune_watch(timer: func.TimerRequest) -> None:
 )
 async def models_http(req: func.HttpRequest) -> func.HttpResponse:
     """GET /api/tenants/{tenant_id}/models: the version serving now, the timeline, the jobs."""
+    if refused := await unproven(req, req.route_params.get("tenant_id", "")):
+        return refused
     status, body = await models_view(get_runtime(), req.route_params.get("tenant_id", ""))
     return func.HttpResponse(body, status_code=status, mimetype="application/json")
 
@@ -174,6 +214,8 @@ async def models_http(req: func.HttpRequest) -> func.HttpResponse:
 async def models_rollback_http(req: func.HttpRequest) -> func.HttpResponse:
     """POST /api/tenants/{tenant_id}/models/rollback (master key) {"by", "why"}: serve the
     previous version again; 409 when there is none."""
+    if refused := await unproven(req, req.route_params.get("tenant_id", "")):
+        return refused
     status, body = await rollback_now(
         get_runtime(), req.route_params.get("tenant_id", ""), req.get_body()
     )

@@ -36,6 +36,7 @@ from azure.storage.blob.aio import BlobServiceClient
 from bench.noisy_neighbour import TenantLoad, p95, send_at_rate
 from devhost.azurite import Azurite, create_containers
 from devhost.stack import MODELS_CONFIG, LocalStack, StackOptions, fresh_data_dir
+from devhost.tenant_keys import Signers
 from shared.batch.fanout import RowMessage
 from shared.batch.files import files_for
 from shared.batch.intake import Upload
@@ -159,8 +160,9 @@ async def play(
     live = TenantLoad(LIVE, LIVE_RPM)
     warm = TenantLoad(LIVE, 120)
     figures: dict[str, Any] = {}
+    signers = Signers(Path(settings["TENANT_KEYS_FILE"]))  # each request proves its tenant
     async with ServiceBusClient.from_connection_string(settings["ServiceBusConnection"]) as bus:
-        sending = asyncio.create_task(send_at_rate(bus, warm, 2.0))  # open every connection
+        sending = asyncio.create_task(send_at_rate(bus, warm, 2.0, signers))  # open connections
         await collect(bus, warm, sending, time.monotonic() + 30)
         watching = None
         if rows:
@@ -175,7 +177,7 @@ async def play(
                 )
             )
             await asyncio.sleep(2.0)  # the trigger's poll and the fan-out start
-        sending = asyncio.create_task(send_at_rate(bus, live, window_s))
+        sending = asyncio.create_task(send_at_rate(bus, live, window_s, signers))
         await collect(bus, live, sending, time.monotonic() + window_s + 30)
         if watching is not None:
             figures["batch"] = await watching

@@ -28,10 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from azure.servicebus import ServiceBusMessage, ServiceBusSubQueue
+from azure.servicebus import ServiceBusSubQueue
 from azure.servicebus.aio import ServiceBusClient
 
 from devhost.stack import MODELS_CONFIG, LocalStack, StackOptions, fresh_data_dir
+from devhost.tenant_keys import Signers, proven_message
 from shared.storage import names
 
 STEADY = ("steady-a", "steady-b")
@@ -108,7 +109,9 @@ def body(tenant: str, request_id: str) -> str:
     )
 
 
-async def send_at_rate(bus: ServiceBusClient, load: TenantLoad, window_s: float) -> None:
+async def send_at_rate(
+    bus: ServiceBusClient, load: TenantLoad, window_s: float, signers: Signers
+) -> None:
     """`load.rpm` requests per minute for `window_s`, in ticks of 0.5 s."""
     tick = 0.5
     per_tick = load.rpm / 60 * tick
@@ -122,8 +125,11 @@ async def send_at_rate(bus: ServiceBusClient, load: TenantLoad, window_s: float)
                 owed -= 1
                 rid = f"{load.tenant}-{uuid.uuid4()}"
                 batch.append(
-                    ServiceBusMessage(
-                        body(load.tenant, rid), message_id=rid, reply_to=names.INFERENCE_RESULTS
+                    proven_message(
+                        signers(load.tenant),
+                        body(load.tenant, rid),
+                        message_id=rid,
+                        reply_to=names.INFERENCE_RESULTS,
                     )
                 )
                 load.sent[rid] = time.monotonic()
@@ -165,7 +171,7 @@ async def dead_letters(bus: ServiceBusClient) -> int:
         return len(await dlq.peek_messages(max_message_count=500))
 
 
-async def warm_up(bus: ServiceBusClient) -> None:
+async def warm_up(bus: ServiceBusClient, signers: Signers) -> None:
     """One request per tenant, answered, before the clock starts (connections, first imports)."""
     warm = {t: TenantLoad(t, 0) for t in (*STEADY, FLOOD)}
     async with bus.get_queue_sender(names.INFERENCE_REQUESTS) as sender:
@@ -173,21 +179,28 @@ async def warm_up(bus: ServiceBusClient) -> None:
             rid = f"{load.tenant}-warm-{uuid.uuid4()}"
             load.sent[rid] = time.monotonic()
             await sender.send_messages(
-                ServiceBusMessage(
-                    body(load.tenant, rid), message_id=rid, reply_to=names.INFERENCE_RESULTS
+                proven_message(
+                    signers(load.tenant),
+                    body(load.tenant, rid),
+                    message_id=rid,
+                    reply_to=names.INFERENCE_RESULTS,
                 )
             )
     await collect(bus, warm, time.monotonic() + 30, wanted=(*STEADY, FLOOD))
 
 
-async def play(connection: str, *, flood: bool, window_s: float, grace_s: float) -> dict[str, Any]:
+async def play(
+    connection: str, signers: Signers, *, flood: bool, window_s: float, grace_s: float
+) -> dict[str, Any]:
     loads = {t: TenantLoad(t, STEADY_RPM) for t in STEADY}
     if flood:
         loads[FLOOD] = TenantLoad(FLOOD, FLOOD_RPM)
     async with ServiceBusClient.from_connection_string(connection) as bus:
-        await warm_up(bus)
+        await warm_up(bus, signers)
         collecting = asyncio.create_task(collect(bus, loads, time.monotonic() + window_s + grace_s))
-        await asyncio.gather(*(send_at_rate(bus, load, window_s) for load in loads.values()))
+        await asyncio.gather(
+            *(send_at_rate(bus, load, window_s, signers) for load in loads.values())
+        )
         await collecting
         dead = await dead_letters(bus)
     figures: dict[str, Any] = {"dead_lettered": dead, "tenants": {}}
@@ -223,7 +236,10 @@ def run(name: str, *, flood: bool, quotas: bool, window_s: float, grace_s: float
     )
     with LocalStack(options) as stack:
         connection = stack.app_settings()["ServiceBusConnection"]
-        return asyncio.run(play(connection, flood=flood, window_s=window_s, grace_s=grace_s))
+        signers = Signers(stack.keys_file)
+        return asyncio.run(
+            play(connection, signers, flood=flood, window_s=window_s, grace_s=grace_s)
+        )
 
 
 def main() -> int:

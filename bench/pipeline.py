@@ -21,7 +21,6 @@ import time
 import uuid
 from pathlib import Path
 
-from azure.servicebus import ServiceBusMessage
 from azure.servicebus.aio import ServiceBusClient
 from azure.storage.blob.aio import BlobServiceClient
 from openai import AsyncAzureOpenAI
@@ -34,6 +33,7 @@ from devhost.stack import (
     StackOptions,
     fresh_data_dir,
 )
+from devhost.tenant_keys import Signers, proven_message
 from shared.storage import names
 
 TENANT = "tailwind"
@@ -77,17 +77,15 @@ def request_body(request_id: str) -> str:
     )
 
 
-async def enqueue(servicebus: str, count: int) -> None:
+async def enqueue(servicebus: str, count: int, signers: Signers) -> None:
     async with (
         ServiceBusClient.from_connection_string(servicebus) as bus,
         bus.get_queue_sender(names.INFERENCE_REQUESTS) as sender,
     ):
         for start in range(0, count, 100):
+            ids = [f"bench-{uuid.uuid4()}" for _ in range(start, min(count, start + 100))]
             await sender.send_messages(
-                [
-                    ServiceBusMessage(request_body(f"bench-{uuid.uuid4()}"))
-                    for _ in range(start, min(count, start + 100))
-                ]
+                [proven_message(signers(TENANT), request_body(rid), message_id=rid) for rid in ids]
             )
 
 
@@ -150,7 +148,9 @@ def main() -> int:
         )
         stack.start_host()
         started = time.perf_counter()
-        asyncio.run(enqueue(settings["ServiceBusConnection"], args.requests))
+        asyncio.run(
+            enqueue(settings["ServiceBusConnection"], args.requests, Signers(stack.keys_file))
+        )
         asyncio.run(wait_for_results(settings["AzureWebJobsStorage"], args.requests, args.timeout))
         pipeline = args.requests / (time.perf_counter() - started)
     print(f"requests: {args.requests}, concurrency: {concurrency}")

@@ -117,6 +117,8 @@ def up(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
         stack.stop()
+        # A stale file would send tools to ports nobody listens on (they would wait, then fail).
+        env_file.unlink(missing_ok=True)
         print("stopped.", flush=True)
 
 
@@ -141,6 +143,7 @@ def demo(args: argparse.Namespace) -> int:
                 drift_requests=args.drift_requests,
                 chart_to=data_dir / "drift-chart.png",
                 host_url=f"http://127.0.0.1:{stack.http_port}",
+                keys_file=stack.keys_file,
             )
         )
 

@@ -1,7 +1,9 @@
 """The demo: three tenant apps talk to the system over Service Bus, as they would in Azure.
 
 One pooled, one dedicated and one tuned tenant each send requests in one burst with the real
-azure-servicebus SDK and wait for replies on their own reply queue; a stranger sends garbage.
+azure-servicebus SDK, each message proving its tenant (an HMAC with the tenant's key, from the
+stack's keys file), and wait for replies on their own reply queue; a stranger sends garbage and
+claims to be contoso without contoso's key (refused: tenant_proof_missing / _invalid).
 Judged as a tenant would: every well-formed request must be answered (not failed, not
 dead-lettered), each broken one rejected with a reason; routing is checked against the simulator's
 own counts. Then the drift act (devhost/demo_drift.py): fabrikam's tuned model decays, its users'
@@ -39,6 +41,9 @@ from devhost.demo_drift import describe as describe_drift_act
 from devhost.demo_drift import run_drift_act
 from devhost.demo_finetune import describe as describe_finetune_act
 from devhost.demo_finetune import run_finetune_act
+from devhost.tenant_keys import Signers, proven_message
+from shared.security.proof import ProofReason
+from shared.security.sign import TenantSigner
 from shared.storage import names
 
 TENANTS: tuple[tuple[str, str], ...] = (
@@ -78,6 +83,8 @@ class Tally:
     rejected: set[str] = field(default_factory=set)
     failed: set[str] = field(default_factory=set)
     expected_rejections: set[str] = field(default_factory=set)
+    expected_reasons: dict[str, str] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
     dead_lettered: set[str] = field(default_factory=set)
     tokens: int = 0
     deployments: Counter[str] = field(default_factory=Counter)
@@ -96,6 +103,10 @@ class Tally:
             problems.append(f"{len(missed)} of {len(good)} requests not answered")
         if unrejected := self.expected_rejections - self.rejected:
             problems.append(f"{len(unrejected)} broken request(s) not rejected")
+        for message_id, reason in self.expected_reasons.items():
+            got = self.reasons.get(message_id)
+            if message_id in self.rejected and got != reason:
+                problems.append(f"{message_id} rejected as {got}, expected {reason}")
         return problems
 
     def latencies_ms(self) -> list[float]:
@@ -117,20 +128,22 @@ def _request(tenant: str, request_id: str, i: int) -> dict[str, Any]:
     }
 
 
-async def play_tenant(bus: ServiceBusClient, tally: Tally, count: int) -> None:
-    """A tenant app: its requests (and one it got wrong) onto `inference-requests`."""
+async def play_tenant(bus: ServiceBusClient, tally: Tally, count: int, *, signers: Signers) -> None:
+    """A tenant app: its requests (and one it got wrong) onto `inference-requests`, each
+    proving its tenant with the tenant's key."""
     reply_queue = f"replies-{tally.tenant}"
+    signer = signers(tally.tenant)
     async with bus.get_queue_sender(names.INFERENCE_REQUESTS) as sender:
         for start in range(0, count, 20):
             batch = []
             for i in range(start, min(count, start + 20)):
                 request_id = f"{tally.tenant}-{uuid.uuid4()}"
                 batch.append(
-                    ServiceBusMessage(
+                    proven_message(
+                        signer,
                         json.dumps(_request(tally.tenant, request_id, i)),
                         message_id=request_id,
                         reply_to=reply_queue,
-                        content_type="application/json",
                     )
                 )
                 tally.sent_at[request_id] = time.monotonic()
@@ -141,21 +154,36 @@ async def play_tenant(bus: ServiceBusClient, tally: Tally, count: int) -> None:
         tally.sent_at[broken_id] = time.monotonic()
         tally.expected_rejections.add(broken_id)
         await sender.send_messages(
-            ServiceBusMessage(json.dumps(broken), message_id=broken_id, reply_to=reply_queue)
+            proven_message(signer, json.dumps(broken), message_id=broken_id, reply_to=reply_queue)
         )
 
 
 async def play_stranger(bus: ServiceBusClient, tally: Tally) -> None:
-    """Garbage from nobody the registry knows: it must end as `rejected/_unknown/...` records."""
+    """Garbage from nobody the registry knows, and a spoof: it claims to be contoso, once with
+    no proof and once signed with a key it made up, naming contoso's reply queue. Each must end
+    as a `rejected/_unknown/...` record with its reason, never as an answer."""
     async with bus.get_queue_sender(names.INFERENCE_REQUESTS) as sender:
-        bad_json = f"stranger-{uuid.uuid4()}"
-        unknown = f"stranger-{uuid.uuid4()}"
-        tally.sent_at[bad_json] = tally.sent_at[unknown] = time.monotonic()
-        tally.expected_rejections |= {bad_json, unknown}
+        bad_json, unknown, bare, forged = (f"stranger-{uuid.uuid4()}" for _ in range(4))
+        for message_id in (bad_json, unknown, bare, forged):
+            tally.sent_at[message_id] = time.monotonic()
+        tally.expected_rejections |= {bad_json, unknown, bare, forged}
+        tally.expected_reasons |= {bare: ProofReason.MISSING, forged: ProofReason.INVALID}
+        guessed = TenantSigner("contoso", "k-guess", "not-contosos-key")
         await sender.send_messages(
             [
                 ServiceBusMessage(b"{not json", message_id=bad_json),
                 ServiceBusMessage(json.dumps(_request("globex", unknown, 0)), message_id=unknown),
+                ServiceBusMessage(
+                    json.dumps(_request("contoso", bare, 0)),
+                    message_id=bare,
+                    reply_to="replies-contoso",
+                ),
+                proven_message(
+                    guessed,
+                    json.dumps(_request("contoso", forged, 0)),
+                    message_id=forged,
+                    reply_to="replies-contoso",
+                ),
             ]
         )
 
@@ -199,7 +227,10 @@ async def collect_unknown(storage: str, tally: Tally, deadline: float) -> None:
         container = blobs.get_container_client(names.REJECTED_CONTAINER)
         while tally.pending and time.monotonic() < deadline:
             for message_id in list(tally.pending):
-                if await container.get_blob_client(f"_unknown/{message_id}.json").exists():
+                blob = container.get_blob_client(f"_unknown/{message_id}.json")
+                if await blob.exists():
+                    record = json.loads(await (await blob.download_blob()).readall())
+                    tally.reasons[message_id] = str(record.get("reason"))
                     tally.rejected.add(message_id)
             await asyncio.sleep(0.5)
 
@@ -235,11 +266,31 @@ async def simulator_stats(models_url: str) -> dict[str, Any]:
         return data
 
 
-def routing_violations(stats: dict[str, Any]) -> list[str]:
-    """Each tenant's calls, as the simulator counted them, reached only what its mode allows."""
+async def models_of_the_loop(storage: str) -> dict[str, set[str]]:
+    """What the fine-tuning loop may add to a tenant's calls, from the registry as stored now:
+    its own tuned versions (the gate scores candidates, promotion serves one) and, for tenants
+    whose data may reach pooled deployments, the judge the gate asks."""
+    async with BlobServiceClient.from_connection_string(storage) as blobs:
+        blob = blobs.get_blob_client(names.CONFIG_CONTAINER, "registry.json")
+        registry = json.loads(await (await blob.download_blob()).readall())
+    extra: dict[str, set[str]] = {tenant: set() for tenant in ALLOWED}
+    for d in registry["deployments"]:
+        owner = d.get("owner_tenant")
+        if owner in extra and d.get("mode") == "tuned":
+            extra[owner].add(d.get("model") or d["name"])
+        if d.get("purpose") == "evaluation":
+            for tenant in ("tailwind", "fabrikam"):  # contoso's data stays on its own
+                extra[tenant].add(d.get("model") or d["name"])
+    return extra
+
+
+def routing_violations(stats: dict[str, Any], also: dict[str, set[str]] | None = None) -> list[str]:
+    """Each tenant's calls, as the simulator counted them, reached only what its mode allows
+    (plus `also`: what the fine-tuning loop added for it)."""
     problems = []
-    for tenant, allowed in ALLOWED.items():
+    for tenant, modes in ALLOWED.items():
         used = set(stats.get("tenants", {}).get(tenant, {}).get("deployments", {}))
+        allowed = modes | (also or {}).get(tenant, set())
         if used - allowed:
             problems.append(f"{tenant} reached {sorted(used - allowed)}")
     return problems
@@ -364,7 +415,9 @@ async def run_demo(
     drift_requests: int = 420,
     chart_to: Path | None = None,
     host_url: str = "",
+    keys_file: Path,
 ) -> int:
+    signers = Signers(keys_file)
     tallies = [Tally(tenant, mode) for tenant, mode in TENANTS]
     stranger = Tally("(unknown)", "-")
     done = asyncio.Event()
@@ -380,6 +433,7 @@ async def run_demo(
             requests=drift_requests,
             timeout_s=timeout_s,
             chart_to=chart_to,
+            signers=signers,
         )
     deadline = time.monotonic() + timeout_s
     if bad_day:
@@ -394,7 +448,8 @@ async def run_demo(
         await install_faults(models_url, BAD_DAY)
     async with ServiceBusClient.from_connection_string(servicebus) as bus:
         await asyncio.gather(
-            *(play_tenant(bus, t, per_tenant) for t in tallies), play_stranger(bus, stranger)
+            *(play_tenant(bus, t, per_tenant, signers=signers) for t in tallies),
+            play_stranger(bus, stranger),
         )
         bar = asyncio.create_task(progress([*tallies, stranger], done))
         await asyncio.gather(
@@ -405,7 +460,9 @@ async def run_demo(
         done.set()
         await bar
     print(render_table([*tallies, stranger], Resilience.from_log(host_log)))
-    problems = routing_violations(await simulator_stats(models_url))
+    problems = routing_violations(
+        await simulator_stats(models_url), await models_of_the_loop(storage)
+    )
     for t in [*tallies, stranger]:
         problems += [f"{t.tenant}: {p}" for p in t.not_served()]
     dead = sum(len(t.dead_lettered) for t in [*tallies, stranger])
@@ -418,11 +475,18 @@ async def run_demo(
         if not drift.problems:
             print()
             print("fine-tuning act: following fabrikam's job, then its users rate the new model")
-            tuned = await run_finetune_act(servicebus, host_url, drift, timeout_s=timeout_s)
+            tuned = await run_finetune_act(
+                servicebus, host_url, drift, timeout_s=timeout_s, signers=signers
+            )
             print("\n".join(describe_finetune_act(tuned)))
             problems += [f"fine-tuning act: {p}" for p in tuned.problems]
     print()
-    batch = await batch_act(storage, timeout_s=timeout_s)
+    batch = await batch_act(
+        storage,
+        http_url=f"{host_url}/api" if host_url else None,
+        timeout_s=timeout_s,
+        signers=signers,
+    )
     print("\n".join(describe_batch_act(batch)))
     problems += [f"batch act: {p}" for p in batch.problems]
     for p in problems:
@@ -430,7 +494,8 @@ async def run_demo(
     if not problems:
         print(
             "every tenant's requests were answered, every broken one rejected with a reason, "
-            "nothing dead-lettered; isolation kept"
+            "the stranger's spoofed contoso requests refused (tenant_proof_missing, "
+            "tenant_proof_invalid), nothing dead-lettered; isolation kept"
             + (
                 "; the decayed model was detected, retrained, evaluated and promoted, and "
                 "fabrikam's users rate it well again"

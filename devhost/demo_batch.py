@@ -2,8 +2,9 @@
 gets a results file back in input order, with its bad rows in an errors file.
 
 Played as a tenant would: upload with the real blob SDK, read progress from the progress endpoint
-(`GET /api/tenants/{tenant}/batches/{batch_id}`) when the host's URL is given, else from the batch
-record, then read both files and check that every row is in exactly one of them.
+(`GET /api/tenants/{tenant}/batches/{batch_id}`, proving the tenant with its key) when the host's
+URL is given, else from the batch record, then read both files and check that every row is in
+exactly one of them.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ import aiohttp
 from azure.storage.blob import ContentSettings
 from azure.storage.blob.aio import BlobServiceClient
 
+from devhost.tenant_keys import Signers, proven_headers
 from shared.batch.record import BatchRecord
 from shared.contracts.batch import BatchProgress, batch_id_for
+from shared.security.sign import TenantSigner
 from shared.storage import names
 
 TENANT = "tailwind"
@@ -66,6 +69,7 @@ async def batch_act(
     rows: int = 40,
     timeout_s: float = 180.0,
     tenant: str = TENANT,
+    signers: Signers | None = None,
 ) -> BatchActResult:
     """Upload, follow, check. `http_url`: the host's `/api` base, for the progress endpoint."""
     result = BatchActResult(tenant=tenant)
@@ -81,7 +85,10 @@ async def batch_act(
         print(
             f"batch act ({tenant}): uploaded {names.UPLOADS_CONTAINER}/{name}, {result.rows} rows"
         )
-        progress = await _follow(blobs, http_url, tenant, result.batch_id, started + timeout_s)
+        signer = signers(tenant) if signers is not None and http_url else None
+        progress = await _follow(
+            blobs, http_url, tenant, result.batch_id, started + timeout_s, signer=signer
+        )
         result.seconds = time.monotonic() - started
         result.progress = progress
         if progress is None or progress.state != "completed":
@@ -102,13 +109,19 @@ async def batch_act(
 
 
 async def _follow(
-    blobs: BlobServiceClient, http_url: str | None, tenant: str, batch_id: str, deadline: float
+    blobs: BlobServiceClient,
+    http_url: str | None,
+    tenant: str,
+    batch_id: str,
+    deadline: float,
+    *,
+    signer: TenantSigner | None = None,
 ) -> BatchProgress | None:
     width = 40
     progress: BatchProgress | None = None
     async with aiohttp.ClientSession() as http:
         while time.monotonic() < deadline:
-            progress = await _progress(blobs, http, http_url, tenant, batch_id)
+            progress = await _progress(blobs, http, http_url, tenant, batch_id, signer=signer)
             if progress is not None:
                 total = max(progress.counts.rows, 1)
                 settled = progress.done + progress.failed
@@ -132,11 +145,14 @@ async def _progress(
     http_url: str | None,
     tenant: str,
     batch_id: str,
+    *,
+    signer: TenantSigner | None = None,
 ) -> BatchProgress | None:
     if http_url:
         url = f"{http_url.rstrip('/')}/tenants/{tenant}/batches/{batch_id}"
+        headers = proven_headers(signer, "GET", url) if signer is not None else {}
         try:
-            async with http.get(url) as response:
+            async with http.get(url, headers=headers) as response:
                 if response.status == 200:
                     return BatchProgress.model_validate_json(await response.read())
                 return None

@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from azure.servicebus import ServiceBusMessage
 from azure.servicebus.aio import ServiceBusClient
 from azure.storage.blob.aio import BlobServiceClient
 
 from devhost.models.quality import verdict_of
+from devhost.tenant_keys import Signers, proven_headers, proven_message
+from shared.security.sign import FEEDBACK
 from shared.storage import names
 
 TENANT = "fabrikam"
@@ -111,8 +112,10 @@ async def wave(
     size: int,
     shifted: bool,
     deadline: float,
+    signers: Signers,
 ) -> None:
     reply_queue = f"replies-{TENANT}"
+    signer = signers(TENANT)
     pending: dict[str, int] = {}
     async with bus.get_queue_sender(names.INFERENCE_REQUESTS) as sender:
         batch = []
@@ -120,11 +123,11 @@ async def wave(
             request_id = f"{TENANT}-drift-{uuid.uuid4().hex[:12]}"
             pending[request_id] = i
             batch.append(
-                ServiceBusMessage(
+                proven_message(
+                    signer,
                     _request(request_id, _topic(rng, shifted), i),
                     message_id=request_id,
                     reply_to=reply_queue,
-                    content_type="application/json",
                 )
             )
         await sender.send_messages(batch)
@@ -146,8 +149,11 @@ async def wave(
                     continue
                 (result.good_after if shifted else result.good_before).append(good)
                 ratings.append(
-                    ServiceBusMessage(
-                        _feedback(request_id, good, rng, i), message_id=f"fb-{request_id}"
+                    proven_message(
+                        signer,
+                        _feedback(request_id, good, rng, i),
+                        message_id=f"fb-{request_id}",
+                        contract_type=FEEDBACK,
                     )
                 )
     if ratings:
@@ -193,11 +199,13 @@ async def _finetune_requests(storage: str, settle_s: float) -> list[dict[str, An
         return found
 
 
-async def _evaluate_now(host_url: str) -> None:
-    """POST /api/tenants/fabrikam/drift: the operator's on-demand drift check."""
+async def _evaluate_now(host_url: str, signers: Signers) -> None:
+    """POST /api/tenants/fabrikam/drift: the operator's on-demand drift check (proven with the
+    tenant's key, which the operator can read)."""
+    url = f"{host_url}/api/tenants/{TENANT}/drift"
     async with (
         aiohttp.ClientSession() as http,
-        http.post(f"{host_url}/api/tenants/{TENANT}/drift") as response,
+        http.post(url, headers=proven_headers(signers(TENANT), "POST", url)) as response,
     ):
         response.raise_for_status()
 
@@ -213,6 +221,7 @@ async def run_drift_act(
     chart_to: Path | None = None,
     seed: int = 11,
     wait_for_request_s: float = 30.0,
+    signers: Signers,
 ) -> DriftActResult:
     """Play the act; `result.problems` lists what a tenant or operator would call wrong."""
     rng = random.Random(seed)
@@ -230,11 +239,12 @@ async def run_drift_act(
                 size=size,
                 shifted=first >= requests // 2,
                 deadline=deadline,
+                signers=signers,
             )
         # The timer evaluates every 5 minutes; an operator's check reads the last ratings now.
         until = time.monotonic() + wait_for_request_s
         while time.monotonic() < until:
-            await _evaluate_now(host_url)
+            await _evaluate_now(host_url, signers)
             result.reports = await _reports(storage, since)
             if any(r["action"]["kind"] == "finetune_requested" for r in result.drift_reports):
                 break

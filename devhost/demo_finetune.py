@@ -23,6 +23,7 @@ import aiohttp
 from azure.servicebus.aio import ServiceBusClient
 
 from devhost.demo_drift import TENANT, DriftActResult, wave
+from devhost.tenant_keys import Signers, proven_headers
 
 FINISHED = {"promoted", "rejected", "failed", "cancelled", "rolled_back"}
 
@@ -43,11 +44,12 @@ class FinetuneActResult:
         return sum(good) / len(good) if good else None
 
 
-async def models_view(host_url: str) -> dict[str, Any]:
+async def models_view(host_url: str, signers: Signers) -> dict[str, Any]:
     """GET /api/tenants/fabrikam/models: the serving version, the timeline, the jobs."""
+    url = f"{host_url}/api/tenants/{TENANT}/models"
     async with (
         aiohttp.ClientSession() as http,
-        http.get(f"{host_url}/api/tenants/{TENANT}/models") as response,
+        http.get(url, headers=proven_headers(signers(TENANT), "GET", url)) as response,
     ):
         response.raise_for_status()
         body: dict[str, Any] = await response.json()
@@ -63,6 +65,7 @@ async def run_finetune_act(
     timeout_s: float = 300.0,
     registry_refresh_s: float = 3.0,
     seed: int = 17,
+    signers: Signers,
 ) -> FinetuneActResult:
     """Follow fabrikam's job to its end, then measure its users' ratings of the new version."""
     result = FinetuneActResult()
@@ -72,7 +75,7 @@ async def run_finetune_act(
     deadline = started + timeout_s
     view: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        view = await models_view(host_url)
+        view = await models_view(host_url, signers)
         jobs = view.get("jobs", [])
         if jobs and jobs[-1]["state"] in FINISHED:
             break
@@ -101,8 +104,9 @@ async def run_finetune_act(
                 size=min(50, requests - first),
                 shifted=True,
                 deadline=time.monotonic() + timeout_s,
+                signers=signers,
             )
-    result.serving_version = (await models_view(host_url)).get("serving_version")
+    result.serving_version = (await models_view(host_url, signers)).get("serving_version")
     recovered = result.recovered_share
     if result.after.answered < result.after.sent:
         result.problems.append(

@@ -18,6 +18,7 @@ from devhost.jobrunner.process import JobRunnerProcess
 from devhost.processes import ROOT, ChildProcess, free_port, python_module
 from devhost.redis import RedisServer
 from devhost.servicebus.launcher import BrokerProcess
+from devhost.tenant_keys import KEYS_FILE_NAME, ensure_tenant_keys
 from shared.storage import names
 
 MODELS_CONFIG = ROOT / "devhost" / "models.config.json"
@@ -112,6 +113,8 @@ class LocalStack:
         self.host: FunctionsHostProcess | None = None
         self.jobrunner: JobRunnerProcess | None = None
         self.http_port = options.ports.functions if options.ports else free_port()
+        # Each tenant's proof key (shared/security/keys.py), made at start: TENANT_KEYS_FILE.
+        self.keys_file = options.data_dir / KEYS_FILE_NAME
 
     def start(self, with_host: bool = True) -> Self:
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -138,6 +141,7 @@ class LocalStack:
                     replace=not self.options.keep_data,
                 )
             )
+            ensure_tenant_keys(self.keys_file, self.options.registry)
             self.redis = RedisServer(
                 data_dir=self.options.data_dir / "redis",
                 log_path=self.logs / "redis.log",
@@ -171,10 +175,14 @@ class LocalStack:
             "TENANT_REGISTRY": f"blob://{REGISTRY_BLOB}",
             "AZURE_OPENAI_ENDPOINT": self.models.url,
             "AZURE_AI_SERVICES_ENDPOINT": f"{self.models.url}/models",
+            # The simulator answers Content Safety too (a registry deployment's content_safety).
+            "CONTENT_SAFETY_ENDPOINT": self.models.url,
             "MODEL_API_KEY": MODEL_API_KEY,
             "REDIS_URL": self.redis.url,
             # A registry change (promotion, onboarding) reaches the app within 5 s locally.
             "TENANT_REGISTRY_REFRESH_SECONDS": "5",
+            "TENANT_PROOF": "required",
+            "TENANT_KEYS_FILE": str(self.keys_file),
             **self._finetune_settings(),
             **self.options.extra_settings,
         }
@@ -249,6 +257,7 @@ class LocalStack:
             ("Model simulator", self.models.url),
             ("Job runner (local AML)", self.jobrunner.url if self.jobrunner else "-"),
             ("Functions host HTTP", f"http://127.0.0.1:{self.http_port}/api"),
+            ("Tenant proof keys", str(self.keys_file)),
             ("Logs", str(self.logs)),
         ]
 

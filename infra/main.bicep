@@ -228,6 +228,8 @@ var aiServicesName = '${abbrs.cognitiveServicesAIServices}${resourceToken}'
 var mlWorkspaceName = '${abbrs.machineLearningServicesWorkspaces}${resourceToken}'
 var mlStorageAccountName = '${abbrs.storageStorageAccounts}ml${resourceToken}'
 var redisName = '${abbrs.cacheRedisEnterprise}${resourceToken}'
+// The tenants' proof keys: a vault of their own (the AML workspace has another for its secrets).
+var tenantKeyVaultName = '${abbrs.keyVaultVaults}t${resourceToken}'
 
 // Premium is the only Service Bus tier with private endpoints.
 var effectiveServiceBusSku = enablePrivateNetworking ? 'Premium' : serviceBusSku
@@ -270,6 +272,11 @@ var monitoringMetricsPublisherRoleId = '3913510d-42f4-4e42-8a64-420c390055eb'
 var azureMlDataScientistRoleId = 'f6c7c914-8db3-469d-8ca1-694a8f32e121'
 // AcrPull: pull training environment images
 var acrPullRoleId = '7f951dda-4ed3-4680-a7ca-43fe172d538d'
+// Key Vault Secrets User: read secret values (the tenants' proof keys), on the tenant key vault only
+var keyVaultSecretsUserRoleId = '4633458b-17de-408a-b874-0445c86b69e6'
+// Writing the tenants' proof keys (tenants add, rotate-key, retire-key), on that vault only. Role:
+// Key Vault Secrets Officer
+var keyVaultSecretsOfficerRoleId = 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
 
 // The developer (principalId) gets, when set, what a local run of the app needs: the queues, the app
 // storage, the models and the quota cache; not the AML workspace or any management role.
@@ -527,6 +534,33 @@ module redis 'modules/redis.bicep' = {
   }
 }
 
+// Each tenant's proof key ring (shared/security/keys.py): the app reads them, nobody else; the
+// operator who ran azd (principalId) writes them with `python -m shared.admin tenants add`.
+module tenantKeys 'modules/keyvault.bicep' = {
+  name: 'tenant-keys'
+  scope: rg
+  params: {
+    name: tenantKeyVaultName
+    location: location
+    tags: tags
+    privateNetworking: enablePrivateNetworking
+    roleAssignments: concat([
+      {
+        principalId: appIdentity.outputs.principalId
+        roleDefinitionId: keyVaultSecretsUserRoleId
+        description: 'Function app: read tenant proof keys (verify messages)'
+      }
+    ], hasDeveloper ? [
+      {
+        principalId: principalId
+        principalType: principalType
+        roleDefinitionId: keyVaultSecretsOfficerRoleId
+        description: 'Operator: write tenant proof keys (shared.admin tenants add / rotate-key)'
+      }
+    ] : [])
+  }
+}
+
 module ml 'modules/ml.bicep' = {
   name: 'ml'
   scope: rg
@@ -587,6 +621,7 @@ var aiServicesZone = 'privatelink.services.ai.azure.com'
 var mlApiZone = 'privatelink.api.azureml.ms'
 var mlNotebooksZone = 'privatelink.notebooks.azure.net'
 var redisZone = 'privatelink.redis.azure.net'
+var keyVaultZone = 'privatelink.vaultcore.azure.net'
 
 var privateEndpointTargets = concat([
   {
@@ -662,6 +697,15 @@ var privateEndpointTargets = concat([
       redisZone
     ]
   }
+  {
+    key: 'kv-tenants'
+    type: 'Microsoft.KeyVault/vaults'
+    service: tenantKeyVaultName
+    groupId: 'vault'
+    zones: [
+      keyVaultZone
+    ]
+  }
 ], deployAiServices ? [
   {
     key: 'ais'
@@ -694,6 +738,7 @@ module network 'modules/network.bicep' = if (enablePrivateNetworking) {
       mlApiZone
       mlNotebooksZone
       redisZone
+      keyVaultZone
     ]
   }
 }
@@ -718,6 +763,7 @@ module privateEndpoints 'modules/private-endpoint.bicep' = [for target in (enabl
     aiServices
     ml
     redis
+    tenantKeys
   ]
 }]
 
@@ -792,6 +838,14 @@ module functionApp 'modules/function-app.bicep' = {
         name: 'REDIS_URL'
         value: redis.outputs.url
       }
+      {
+        name: 'AZURE_KEY_VAULT_ENDPOINT'
+        value: tenantKeys.outputs.uri
+      }
+      {
+        name: 'TENANT_PROOF'
+        value: 'required'
+      }
     ], deployAiServices ? [
       {
         name: 'AZURE_AI_SERVICES_ENDPOINT'
@@ -850,4 +904,6 @@ output TENANT_REGISTRY string = tenantRegistry
 output AZURE_OPENAI_ENDPOINT string = openAi.outputs.endpoint
 output AZURE_OPENAI_API_VERSION string = openAiApiVersion
 output REDIS_URL string = redis.outputs.url
+output AZURE_KEY_VAULT_ENDPOINT string = tenantKeys.outputs.uri
+output TENANT_PROOF string = 'required'
 output AZURE_AI_SERVICES_ENDPOINT string = deployAiServices ? aiServices.outputs.inferenceEndpoint : ''

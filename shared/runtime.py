@@ -50,6 +50,9 @@ from shared.resilience.client import QuotaPort, ResiliencePolicy, ResilientModel
 from shared.resilience.quotas import TenantQuotas
 from shared.resilience.reschedule import ReschedulePolicy
 from shared.resilience.time_budget import message_time_budget, read_host_json
+from shared.security.content_safety import ContentSafetyGuard, content_checker
+from shared.security.tenant_check import TenantProofs
+from shared.security.tenant_wiring import proving_senders, tenant_proofs_from_settings
 from shared.settings import Settings, get_settings
 from shared.storage.blob_store import AzureBlobStore, BlobStore
 from shared.tenancy.registry_source import RegistryProvider, RegistrySource
@@ -86,6 +89,9 @@ class Runtime:
     finetune_max_running: int = 1
     gate_policy: GatePolicy = field(default_factory=GatePolicy)
     judge_deployment: str | None = None
+    tenant_proofs: TenantProofs = field(default_factory=TenantProofs)
+    """The tenant proof check (shared/security/tenant_check.py); a Runtime built by hand has it
+    off, one built from settings as TENANT_PROOF says (required by default)."""
 
     @cached_property
     def resilient(self) -> ResilientModelClient:
@@ -225,6 +231,7 @@ class Runtime:
             clock=self.clock,
             drift_check=self._drift_check,
             check_every=self.drift_check_every,
+            proofs=self.tenant_proofs,
         )
 
     async def _drift_check(self, tenant_id: str, key: str) -> object:
@@ -250,6 +257,8 @@ class Runtime:
             row_sender = ServiceBusRowSender.from_settings(settings, credential)
         else:
             replies = UnconfiguredReplySender()
+        proofs = tenant_proofs_from_settings(settings, credential, store=store, clock=utc_now)
+        replies, row_sender = proving_senders(proofs, replies, row_sender)
         runtime = cls(
             store=store,
             registry=RegistrySource(
@@ -257,11 +266,14 @@ class Runtime:
                 store,
                 refresh_seconds=settings.tenant_registry_refresh_seconds,
             ),
-            models=ModelClients(
-                api_key=settings.model_api_key,
-                credential=None if settings.model_api_key else credential,
-                api_version=settings.azure_openai_api_version,
-                timeout_s=settings.model_timeout_seconds,
+            models=ContentSafetyGuard(
+                ModelClients(
+                    api_key=settings.model_api_key,
+                    credential=None if settings.model_api_key else credential,
+                    api_version=settings.azure_openai_api_version,
+                    timeout_s=settings.model_timeout_seconds,
+                ),
+                content_checker(settings, credential),
             ),
             replies=replies,
             credential=credential,
@@ -284,6 +296,7 @@ class Runtime:
                 confidence=settings.finetune_gate_confidence,
             ),
             judge_deployment=settings.finetune_judge_deployment,
+            tenant_proofs=proofs,
         )
         runtime.warm_up()
         return runtime
@@ -309,6 +322,7 @@ class Runtime:
         await self.store.close()
         if self.quotas is not None:
             await self.quotas.close()
+        await self.tenant_proofs.close()
         if self.credential is not None:
             await self.credential.close()
 

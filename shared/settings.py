@@ -191,6 +191,38 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("AZURE_ML_TRAINING_IDENTITY_CLIENT_ID"),
         description="the GPU cluster's identity: the training job reads its data with it",
     )
+    content_safety_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("CONTENT_SAFETY_ENDPOINT"),
+        description="Azure AI Content Safety (an AI Services or Content Safety endpoint) for the "
+        "deployments whose registry entry has content_safety: true "
+        "(shared/security/content_safety.py); unset: such deployments are not called",
+    )
+    tenant_proof: str = Field(
+        default="required",
+        pattern=r"^(required|off)$",
+        validation_alias=AliasChoices("TENANT_PROOF"),
+        description="required: a message or HTTP request that does not prove the tenant it names "
+        "(HMAC, shared/security/proof.py) is refused; off: nothing is checked (tests only)",
+    )
+    key_vault_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AZURE_KEY_VAULT_ENDPOINT"),
+        description="the Key Vault holding each tenant's proof keys (secret tenant-key-<id>), "
+        "read with the managed identity",
+    )
+    tenant_keys_file: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TENANT_KEYS_FILE"),
+        description="devhost only: the local secrets file of tenant proof keys",
+    )
+    tenant_key_cache_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        validation_alias=AliasChoices("TENANT_KEY_CACHE_SECONDS"),
+        description="how long a tenant's key ring is used before it is read again (a retired "
+        "key stops working within this time; an unknown key id is looked up at once)",
+    )
 
 
 # Settings that Azure sets optionally or that only the local stack uses; the infra contract test
@@ -219,6 +251,9 @@ OPTIONAL_IN_AZURE: frozenset[str] = frozenset(
         "FINETUNE_GATE_MARGIN",
         "FINETUNE_GATE_CONFIDENCE",
         "LOCAL_TRAINING_RUNNER_URL",
+        "CONTENT_SAFETY_ENDPOINT",
+        "TENANT_KEYS_FILE",
+        "TENANT_KEY_CACHE_SECONDS",
     }
 )
 

@@ -108,6 +108,8 @@ class JobRecord:
     started_at: float | None = None
     finished_at: float | None = None
     deployments: list[str] = field(default_factory=list)
+    bases: dict[str, str] = field(default_factory=dict)
+    """deployment -> the simulator base it was deployed on (to deploy it again after a restart)."""
 
     @property
     def name(self) -> str:

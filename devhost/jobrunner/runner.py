@@ -112,6 +112,8 @@ class Runner:
         self._slots = asyncio.Semaphore(self._max_concurrent)
         for record in self.store.load_all():
             self.jobs[record.name] = record
+            if record.status == COMPLETED:
+                await self._redeploy(record)
             if record.status not in FINISHED:
                 log.info("job %s was %s: running it again", record.name, record.status)
                 record.status = QUEUED
@@ -186,10 +188,26 @@ class Runner:
                     )
         except (aiohttp.ClientError, TimeoutError) as err:
             raise RunnerError(502, f"the simulator at {self.simulator_url}: {err}") from None
-        if deployment not in record.deployments:
-            record.deployments.append(deployment)
+        if deployment not in record.deployments or record.bases.get(deployment) != base:
+            if deployment not in record.deployments:
+                record.deployments.append(deployment)
+            record.bases[deployment] = base
             self.store.save(record)
         return {"deployment": deployment, "model": model}
+
+    async def _redeploy(self, record: JobRecord) -> None:
+        """A restarted stack's simulator has forgotten what it served: deploy each of this job's
+        candidates again (a promoted model must not answer 404 after `dev.py up --keep-data`)."""
+        for deployment in record.deployments:
+            base = record.bases.get(deployment)
+            if base is None:
+                continue
+            try:
+                await self.deploy(record.name, deployment, base)
+            except RunnerError as err:
+                log.warning("job %s: %s not deployed again: %s", record.name, deployment, err)
+            else:
+                log.info("job %s: %s deployed again on %s", record.name, deployment, base)
 
     # ---- running a job -------------------------------------------------------------------------
 

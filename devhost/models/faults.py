@@ -16,7 +16,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-FaultKind = Literal["500", "503", "429", "timeout", "disconnect"]
+FaultKind = Literal[
+    "500", "503", "429", "timeout", "disconnect", "content_filter", "content_filter_completion"
+]
 
 ANY_DEPLOYMENT = "*"
 
@@ -31,7 +33,10 @@ class FaultSpec(BaseModel):
         Field(
             description="500 / 503 / 429: answer with that status and an Azure error body; "
             "timeout: hang for hang_s, then drop the connection; "
-            "disconnect: drop the connection without an answer"
+            "disconnect: drop the connection without an answer; "
+            "content_filter: Azure OpenAI's 400 for a filtered prompt (violence); "
+            "content_filter_completion: a 200 whose answer the filter withheld "
+            "(content_filter.py)"
         ),
     ]
     rate: Annotated[float, Field(gt=0.0, le=1.0, description="fraction of calls to fail")] = 1.0

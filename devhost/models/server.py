@@ -6,6 +6,10 @@ Routes:
   (azure-ai-inference ChatCompletionsClient; the body's `model` names the deployment).
   `ai_inference` deployments answer only here; `azure_openai` ones answer on both routes, as an
   AI Services resource does.
+- Content filtering (devhost/models/content_filter.py): Azure OpenAI deployments refuse a prompt
+  with a `[sim:harm:<category>]` / `[sim:jailbreak]` marker (400 `content_filter`) and withhold the
+  answer to `[sim:harm-answer:<category>]` (`finish_reason: content_filter`), annotating every
+  answer; Azure AI Content Safety's `POST /contentsafety/text:analyze` and `text:shieldPrompt`.
 - `GET /admin/health`, `GET /admin/stats`, `POST /admin/reset`,
   `GET|POST|DELETE /admin/faults`, `GET /admin/deployments`, `PUT /admin/deployments/{name}`.
 - Fine-tuning, as Azure OpenAI and ARM serve it (devhost/models/routes_finetuning.py):
@@ -39,7 +43,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import ValidationError
 
-from devhost.models import errors
+from devhost.models import content_filter, errors
 from devhost.models.arm import ArmDeployment
 from devhost.models.config import DeploymentConfig, SimulatorConfig, load_config
 from devhost.models.faults import ANY_DEPLOYMENT, FaultBoard, FaultSpec
@@ -142,6 +146,9 @@ class Simulator:
         )
         self.arm: dict[str, ArmDeployment] = {}
         """How ARM PUTs described their deployments (sku, model), by deployment name."""
+        self.content_safety = content_filter.ContentSafetyRoutes(
+            config.api_keys, accept_any_bearer=config.accept_any_bearer
+        )
         for d in config.deployments:
             self.put_deployment(d)
         self._stopping = asyncio.Event()
@@ -218,6 +225,7 @@ class Simulator:
         app.router.add_get("/admin/deployments", self._get_deployments)
         app.router.add_put("/admin/deployments/{name}", self._put_deployment)
         FineTuningRoutes(self).add_to(app.router)
+        self.content_safety.add_to(app.router)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         return app
 
@@ -283,9 +291,21 @@ class Simulator:
             return errors.bad_request(bad.message, bad.param)
 
         fault = self.faults.pick(name)
-        if fault is not None:
+        withhold: str | None = None  # the category whose answer the filter withholds
+        if fault is not None and fault.kind == "content_filter_completion":
+            cell.faults += 1
+            withhold = "violence"
+        elif fault is not None:
             cell.faults += 1
             return await self._inject(request, fault)
+        filters = dep.config.kind == "azure_openai"
+        text = content_filter.prompt_text(chat.messages)
+        if filters:
+            refused = content_filter.prompt_verdict(text)
+            if refused is not None:
+                cell.filtered += 1
+                return refused
+            withhold = withhold or content_filter.harmful_answer_asked(text)
 
         prompt_tokens = estimate_prompt_tokens(chat.messages)
         charge = prompt_tokens + (chat.max_tokens or self._default_max_tokens) * chat.n
@@ -325,26 +345,40 @@ class Simulator:
         delay = config.latency_ms.seconds_for(completion_tokens)
         if delay > 0:
             await asyncio.sleep(delay)
-        payload = {
+        choices: list[dict[str, Any]] = [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": r.text},
+                "finish_reason": r.finish_reason,
+                "logprobs": None,
+            }
+            for i, r in enumerate(replies)
+        ]
+        if withhold is not None and filters:
+            cell.filtered += 1
+            choices = [content_filter.withheld_choice(i, withhold) for i in range(chat.n)]
+        elif filters:
+            for choice in choices:
+                choice["content_filter_results"] = content_filter.SAFE_CHOICE
+        else:
+            harmful = content_filter.harmful_answer_asked(text)
+            if harmful is not None:  # no built-in filter: the harm reaches the answer
+                for choice in choices:
+                    choice["message"]["content"] += f" [sim:harm:{harmful}]"
+        payload: dict[str, Any] = {
             "id": f"chatcmpl-{request_id}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": config.model,
-            "choices": [
-                {
-                    "index": i,
-                    "message": {"role": "assistant", "content": r.text},
-                    "finish_reason": r.finish_reason,
-                    "logprobs": None,
-                }
-                for i, r in enumerate(replies)
-            ],
+            "choices": choices,
             "usage": {
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": completion_tokens,
                 "total_tokens": prompt_tokens + completion_tokens,
             },
         }
+        if filters:
+            payload["prompt_filter_results"] = content_filter.SAFE_PROMPT
         return web.Response(
             body=json.dumps(payload).encode(), content_type="application/json", headers=headers
         )
@@ -398,6 +432,8 @@ class Simulator:
     async def _inject(self, request: web.Request, fault: FaultSpec) -> web.StreamResponse:
         if fault.kind in ("500", "503", "429"):
             return errors.injected(int(fault.kind), fault.retry_after_s)
+        if fault.kind == "content_filter":
+            return content_filter.prompt_filtered(["violence"])
         if fault.kind == "timeout":
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), fault.hang_s)

@@ -28,6 +28,8 @@ class Counters:
     verdicts: int = 0
     """Answers given a verdict (with answer_verdicts on; one per choice)."""
     good: int = 0
+    filtered: int = 0
+    """Prompts refused and answers withheld by the content filter (content_filter.py)."""
 
     def add(self, other: Counters) -> None:
         for f in fields(self):
@@ -47,6 +49,7 @@ class Counters:
             "verdicts": self.verdicts,
             "good": self.good,
             "good_rate": round(self.good / self.verdicts, 6) if self.verdicts else None,
+            "filtered": self.filtered,
         }
 
 

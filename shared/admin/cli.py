@@ -9,9 +9,14 @@
         2. its reply queue `replies-ID` (`queues.py`; Azure: as the operator, Data Owner),
         3. Azure with --app-principal-id: the tenant app's grants (`grants.py`); locally: prints
            the connection its app uses (one key for everything, as the emulator has),
+        3b. the tenant's first proof key (`shared/security/tenant_onboarding.py`): stored in
+           Key Vault (AZURE_KEY_VAULT_ENDPOINT) or devhost's keys file (TENANT_KEYS_FILE), its
+           id and secret printed once for the tenant's app (docs/security.md),
         4. waits TENANT_REGISTRY_REFRESH_SECONDS, after which the app has re-read the registry
            (--no-wait skips it). Running it again changes nothing and repairs a missing step.
     tenants list | show ID
+    tenants rotate-key ID            a second active key (the rollover: both are valid)
+    tenants retire-key ID KEY_ID     the old key out: messages signed with it are refused
     tenants remove ID [--app-principal-id OBJECT_ID] [--keep-queue]
         registry entry (and deployments it owns), reply queue and its messages, grants.
     tenants set-policy ID [--log-prompts true|false] [--share-for-training ...] [--allow-tuning ...]
@@ -50,6 +55,8 @@ from shared.admin.tenants import (
     reply_queue_name,
     set_policy,
 )
+from shared.security.keys import KeyRingError
+from shared.security.tenant_onboarding import first_key, handover, retire, rotate, where
 from shared.tenancy.registry import IsolationMode, RegistryError
 from shared.tenancy.registry_store import RegistryConflict
 
@@ -116,6 +123,12 @@ def parser() -> argparse.ArgumentParser:
     )
     add.add_argument("--no-wait", action="store_true", help="do not wait for the app's reload")
 
+    rotate = sub.add_parser("rotate-key", help="a second proof key for a rollover")
+    rotate.add_argument("tenant_id")
+    retire = sub.add_parser("retire-key", help="rotate a proof key out")
+    retire.add_argument("tenant_id")
+    retire.add_argument("key_id")
+
     sub.add_parser("list", help="every tenant")
     show = sub.add_parser("show", help="one tenant as the registry has it")
     show.add_argument("tenant_id")
@@ -176,6 +189,7 @@ async def _add(args: argparse.Namespace, c: Connections, out: Out) -> dict[str, 
         ) from None
     out(f"queue: {queue} {'created' if created else 'exists'}")
     done["reply_queue"] = {"name": queue, "created": created}
+    done["key"] = await _first_key(c, tenant_id, out)
     if c.settings.local:
         connection = c.settings.servicebus_connection or "<ServiceBusConnection of dev.py up>"
         out("tenant app connection (local broker; in Azure the app uses its own identity):")
@@ -202,6 +216,47 @@ async def _add(args: argparse.Namespace, c: Connections, out: Out) -> dict[str, 
     out(f"ready: {tenant_id} may send to inference-requests with reply_to={queue}")
     done["waited_s"] = wait
     return done
+
+
+async def _first_key(c: Connections, tenant_id: str, out: Out) -> dict[str, Any] | None:
+    if c.keys is None:
+        out(
+            "tenant proof key: none made (set TENANT_KEYS_FILE locally, AZURE_KEY_VAULT_ENDPOINT "
+            "in Azure): the app refuses the tenant's messages until it has a key"
+        )
+        return None
+    key, made = await first_key(c.keys, tenant_id)
+    for text in handover(tenant_id, key, where(c.keys, tenant_id), shown=made):
+        out(text)
+    return {"id": key.id, "created": made, **({"secret": key.secret} if made else {})}
+
+
+async def _rotate_key(args: argparse.Namespace, c: Connections, out: Out) -> dict[str, Any]:
+    tenant_id = check_tenant_id(args.tenant_id)
+    if c.keys is None:
+        raise AdminError("set TENANT_KEYS_FILE (local) or AZURE_KEY_VAULT_ENDPOINT (Azure)")
+    try:
+        key = await rotate(c.keys, tenant_id)
+    except KeyRingError as exc:
+        raise AdminError(str(exc)) from None
+    for text in handover(tenant_id, key, where(c.keys, tenant_id), shown=True):
+        out(text)
+    out("both keys are valid now; once the app signs with the new one: tenants retire-key")
+    return {"id": key.id, "secret": key.secret}
+
+
+async def _retire_key(args: argparse.Namespace, c: Connections, out: Out) -> dict[str, Any]:
+    tenant_id = check_tenant_id(args.tenant_id)
+    if c.keys is None:
+        raise AdminError("set TENANT_KEYS_FILE (local) or AZURE_KEY_VAULT_ENDPOINT (Azure)")
+    try:
+        ring = await retire(c.keys, tenant_id, args.key_id)
+    except KeyRingError as exc:
+        raise AdminError(str(exc)) from None
+    active = [k.id for k in ring.active]
+    out(f"tenant proof key {args.key_id} retired; active: {', '.join(active)}")
+    out("the app refuses it within TENANT_KEY_CACHE_SECONDS (300 s by default)")
+    return {"retired": args.key_id, "active": active}
 
 
 async def _remove(args: argparse.Namespace, c: Connections, out: Out) -> dict[str, Any]:
@@ -284,7 +339,15 @@ async def _show(args: argparse.Namespace, c: Connections, out: Out) -> dict[str,
     return shown
 
 
-COMMANDS = {"add": _add, "remove": _remove, "set-policy": _set_policy, "list": _list, "show": _show}
+COMMANDS = {
+    "add": _add,
+    "remove": _remove,
+    "set-policy": _set_policy,
+    "list": _list,
+    "show": _show,
+    "rotate-key": _rotate_key,
+    "retire-key": _retire_key,
+}
 
 
 async def run(args: argparse.Namespace, out: Out) -> dict[str, Any]:

@@ -12,6 +12,8 @@ outputs, so `azd env get-values` and devhost's env file both work), from the env
     ServiceBusConnection                     local: printed for the tenant app (one shared key)
     AZURE_SUBSCRIPTION_ID, AZURE_RESOURCE_GROUP, AZURE_SERVICEBUS_NAMESPACE   Azure: for grants
     TENANT_REGISTRY_REFRESH_SECONDS          how long the app keeps a registry (default 60)
+    TENANT_KEYS_FILE                         local: the tenants' proof keys (dev.py up writes it)
+    AZURE_KEY_VAULT_ENDPOINT                 Azure: the vault of the tenants' proof keys
 
 In Azure every call signs in as the operator with `DefaultAzureCredential` (azd/az login), never
 with a key. Errors: `AdminError` naming the missing setting.
@@ -35,6 +37,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from shared.admin.grants import NamespaceRef, RoleAssigner
 from shared.admin.queues import QueueAdmin, ServiceBusQueueAdmin
 from shared.admin.tenants import AdminError
+from shared.security.keys import KeyStore
+from shared.security.tenant_onboarding import admin_key_store
 from shared.storage.blob_store import AzureBlobStore, BlobStore
 from shared.tenancy.registry import blob_location
 from shared.tenancy.registry_store import RegistryStore
@@ -74,6 +78,12 @@ class AdminSettings(BaseSettings):
     refresh_seconds: float = Field(
         default=60.0, ge=0, validation_alias=AliasChoices("TENANT_REGISTRY_REFRESH_SECONDS")
     )
+    tenant_keys_file: str | None = Field(
+        default=None, validation_alias=AliasChoices("TENANT_KEYS_FILE")
+    )
+    key_vault_endpoint: str | None = Field(
+        default=None, validation_alias=AliasChoices("AZURE_KEY_VAULT_ENDPOINT")
+    )
 
     @classmethod
     def load(cls, env_file: Path | None = None) -> AdminSettings:
@@ -98,6 +108,7 @@ class Connections:
     registry: RegistryStore
     queues: QueueAdmin | None
     grants: RoleAssigner | None
+    keys: KeyStore | None
     _blobs: BlobStore | None
     _credential: AsyncTokenCredential | None
 
@@ -142,13 +153,18 @@ class Connections:
             ref = _namespace_ref(settings)
             if not settings.local and ref is not None:
                 grants = RoleAssigner(identity(), ref)
-        return cls(settings, registry, queues, grants, blobs, credential)
+        keys = admin_key_store(
+            keys_file=settings.tenant_keys_file,
+            vault_endpoint=settings.key_vault_endpoint,
+            credential=identity() if settings.key_vault_endpoint else None,
+        )
+        return cls(settings, registry, queues, grants, keys, blobs, credential)
 
     async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for closable in (self.queues, self.grants, self._blobs, self._credential):
+        for closable in (self.queues, self.grants, self.keys, self._blobs, self._credential):
             if closable is not None:
                 await closable.close()
 

@@ -24,6 +24,7 @@ from shared.batch.record import BatchRecord, RecordStore
 from shared.contracts import InferenceResult, RejectionRecord
 from shared.contracts.batch import BatchResultLine, row_request_id
 from shared.inference.results import result_blob_name
+from shared.security.paths import tenant_path
 from shared.storage import names
 from shared.storage.blob_store import BlobStore
 from shared.structured_logging import key_values
@@ -32,15 +33,15 @@ log = logging.getLogger(__name__)
 
 
 def results_file_name(tenant_id: str, batch_id: str) -> str:
-    return f"{tenant_id}/batches/{batch_id}.jsonl"
+    return tenant_path(tenant_id, "batches", batch_id, suffix=".jsonl")
 
 
 def errors_file_name(tenant_id: str, batch_id: str) -> str:
-    return f"{tenant_id}/batches/{batch_id}.errors.jsonl"
+    return tenant_path(tenant_id, "batches", batch_id, suffix=".errors.jsonl")
 
 
 def row_rejection_name(tenant_id: str, batch_id: str, line: int) -> str:
-    return f"{tenant_id}/{batch_id}/rejected/{line}.json"
+    return tenant_path(tenant_id, batch_id, "rejected", str(line), suffix=".json")
 
 
 class RowResultMissing(RuntimeError):

@@ -42,7 +42,7 @@ from shared.structured_logging import key_values
 log = logging.getLogger(__name__)
 
 # The handler's outcomes (shared.inference.handler.Outcome values) that end a row.
-_RESULT_OUTCOMES: Final = frozenset({"completed", "failed", "duplicate"})
+_RESULT_OUTCOMES: Final = frozenset({"completed", "filtered", "failed", "duplicate"})
 _REJECTED: Final = "rejected"
 
 
@@ -164,8 +164,8 @@ class RowTracker:
         request_id = row_request_id(batch_id, line)
         if outcome == "completed":
             return "succeeded"
-        if outcome == "failed":
-            return "failed"
+        if outcome in ("failed", "filtered"):  # a filtered row ended without an answer
+            return outcome
         if outcome == "duplicate":
             blob = await self._store.read(
                 names.RESULTS_CONTAINER, result_blob_name(tenant_id, request_id)

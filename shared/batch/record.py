@@ -26,6 +26,7 @@ from shared.contracts.batch import (
     BatchRejection,
     BatchState,
 )
+from shared.security.paths import tenant_path
 from shared.storage import names
 from shared.storage.blob_store import BlobStore, ConditionFailed
 
@@ -117,7 +118,7 @@ class BatchRecord(BaseModel):
 
 
 def record_blob_name(tenant_id: str, batch_id: str) -> str:
-    return f"{tenant_id}/{batch_id}.json"
+    return tenant_path(tenant_id, batch_id, suffix=".json")
 
 
 class RecordStore:

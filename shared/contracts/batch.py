@@ -28,7 +28,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.contracts.inference import (
     CONTRACT_VERSION,
     REQUEST_TYPE,
-    TENANT_ID_PATTERN,
     ContractError,
     InferenceRequest,
     InferenceResult,
@@ -50,7 +49,7 @@ TRAFFIC_PROPERTY: Final = "traffic"
 BATCH_TRAFFIC: Final = "batch"
 
 BatchState = Literal["fanning_out", "running", "gathering", "completed", "rejected"]
-RowStatus = Literal["succeeded", "failed", "rejected"]
+RowStatus = Literal["succeeded", "failed", "filtered", "rejected"]
 
 
 class BatchRejectionReason:
@@ -84,7 +83,8 @@ class BatchRejection(_Strict):
 
 class BatchCounts(_Strict):
     """`rows`: non-blank lines; `invalid`: refused at intake (in the errors file); `accepted`:
-    sent for inference; of those `succeeded` and `failed` (a failed or rejected result) so far."""
+    sent for inference; of those `succeeded` and `failed` (a failed, filtered or rejected
+    result) so far."""
 
     rows: int = Field(default=0, ge=0)
     invalid: int = Field(default=0, ge=0)
@@ -130,8 +130,8 @@ class BatchRowError(_Strict):
 class BatchResultLine(_Strict):
     """`batch.result` v1: one line of `<batch_id>.jsonl` per accepted row, in input order.
 
-    `succeeded` / `failed`: `result` is the row's `inference.result`; `rejected`: the model or
-    the router refused it, `rejection` says why (`inference.rejected`)."""
+    `succeeded` / `failed` / `filtered`: `result` is the row's `inference.result`; `rejected`:
+    the model or the router refused it, `rejection` says why (`inference.rejected`)."""
 
     type: Literal["batch.result"] = BATCH_RESULT_TYPE
     line: int = Field(ge=1)
@@ -153,11 +153,19 @@ def row_request_id(batch_id: str, line: int) -> str:
 
 
 def is_batch_id(value: str) -> bool:
-    return re.match(BATCH_ID_PATTERN, value) is not None
+    return re.fullmatch(BATCH_ID_PATTERN, value) is not None  # `$` of re.match takes a "\n"
 
 
 def is_tenant_id(value: str) -> bool:
-    return re.match(TENANT_ID_PATTERN, value) is not None
+    """A well-formed tenant id (`shared.security.paths.check_tenant_id`: no look-alikes)."""
+    # Imported here: shared.security.paths reads the contracts' id patterns.
+    from shared.security.paths import UnsafeId, check_tenant_id  # noqa: PLC0415
+
+    try:
+        check_tenant_id(value)
+    except UnsafeId:
+        return False
+    return True
 
 
 def parse_batch_row(text: bytes, *, tenant_id: str, batch_id: str, line: int) -> InferenceRequest:

@@ -103,6 +103,16 @@ def _surrogate_problem(position: int) -> str:
 Text = Annotated[str, AfterValidator(_encodable)]
 
 
+def _surrogates_replaced(text: str) -> str:
+    return text if unencodable_position(text) is None else _SURROGATES.sub("\ufffd", text)
+
+
+_SURROGATES: Final = re.compile("[\ud800-\udfff]")
+# Text a record repeats from the broker (a message id): kept, each lone surrogate as U+FFFD, so
+# the record can always be written (found by tests/security/test_fuzz_inference.py).
+EchoedText = Annotated[str, AfterValidator(_surrogates_replaced)]
+
+
 class ChatMessage(_Strict):
     role: Literal["system", "user", "assistant"]
     content: Text
@@ -159,20 +169,54 @@ class Failure(_Strict):
     first_enqueued_at: datetime | None = None
 
 
+FilterStage = Literal["prompt", "completion"]
+
+
+class FilterCategory(_Strict):
+    """One category a content filter flagged: `hate`, `sexual`, `violence`, `self_harm` (with a
+    `severity`: `safe`, `low`, `medium`, `high`), `jailbreak`, `indirect_attack`,
+    `protected_material_text`, `protected_material_code`, `profanity` (with `detected`), or
+    `custom_blocklists`. `filtered`: this category is why the content was withheld."""
+
+    category: str = Field(max_length=64)
+    filtered: bool
+    severity: str | None = Field(default=None, max_length=16)
+    detected: bool | None = None
+
+
+class ContentFilter(_Strict):
+    """Why a `filtered` result has no answer: which `stage` was filtered (`prompt`: the request
+    was refused before any answer, Azure OpenAI's HTTP 400 `content_filter` or a Content Safety
+    pre-check; `completion`: the answer was withheld, `finish_reason: content_filter` or a
+    post-check), by whom (`source`: `azure_openai` for the deployment's own filter, also on AI
+    Services; `content_safety` for the optional Azure AI Content Safety check), and the flagged
+    categories. Never the text that was filtered."""
+
+    stage: FilterStage
+    source: Literal["azure_openai", "content_safety"] = "azure_openai"
+    categories: tuple[FilterCategory, ...] = ()
+
+    @property
+    def filtered_categories(self) -> tuple[str, ...]:
+        return tuple(c.category for c in self.categories if c.filtered)
+
+
 class InferenceResult(_Strict):
     """`inference.result` v1: written to `results/<tenant_id>/<request_id>.json` and sent to
     `reply_to` (correlation id = request id).
 
-    `status` is `succeeded` (then `deployment`, `message`, `usage` are set) or `failed` (the
-    models could not serve it before the tenant's deadline; `failure` says why). A reply too large
-    for the queue carries `truncated: true`, no `message`, and `result_blob`, where the whole result
-    is kept."""
+    `status` is `succeeded` (then `deployment`, `message`, `usage` are set), `failed` (the
+    models could not serve it before the tenant's deadline; `failure` says why) or `filtered` (a
+    content filter refused the prompt or withheld the answer: no `message`, `finish_reason`
+    `content_filter`, `content_filter` says which stage and categories; never retried, never
+    sent to another deployment). A reply too large for the queue carries `truncated: true`, no
+    `message`, and `result_blob`, where the whole result is kept."""
 
     type: Literal["inference.result"] = RESULT_TYPE
     version: Literal[1] = CONTRACT_VERSION
     tenant_id: str
     request_id: str
-    status: Literal["succeeded", "failed"] = "succeeded"
+    status: Literal["succeeded", "failed", "filtered"] = "succeeded"
     deployment: str | None
     model: str | None
     model_version: str | None = None
@@ -185,6 +229,7 @@ class InferenceResult(_Strict):
     failure: Failure | None = None
     truncated: bool = False
     result_blob: str | None = None
+    content_filter: ContentFilter | None = None
     request_sha256: str | None = Field(
         default=None,
         description="sha256 of the canonical request this result answers (messages, parameters, "
@@ -205,7 +250,7 @@ class RejectionRecord(_Strict):
     detail: str
     tenant_id: str | None
     request_id: str | None
-    message_id: str
+    message_id: EchoedText
     delivery_count: int | None
     rejected_at: datetime
     error_code: str | None = Field(
@@ -230,6 +275,11 @@ class UsageRecord(_Strict):
     total_tokens: int
     latency_ms: int
     at: datetime
+    content_filter: FilterStage | None = Field(
+        default=None,
+        description="the call ended in a filtered result: `prompt` or `completion` (counted "
+        "per tenant: shared.inference.content_filter)",
+    )
 
 
 def format_validation_error(error: ValidationError) -> str:
@@ -363,7 +413,10 @@ def unencodable_text(document: object, *, limit: int = 8) -> list[str]:
                         "and cannot be encoded as UTF-8"
                     )
                     continue
-                children.append((f"{path}.{name}" if path else name, item))
+                # A key is named only if it reads as a field name: a sender's key may be any
+                # text (an email), never repeated (found by tests/security/test_fuzz_batch.py).
+                shown = name if _SAFE_TOKEN.fullmatch(name) else "<unknown field>"
+                children.append((f"{path}.{shown}" if path else shown, item))
         elif isinstance(value, list):
             children = [(f"{path}[{index}]", item) for index, item in enumerate(value)]
         stack.extend(reversed(children))

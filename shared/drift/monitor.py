@@ -46,6 +46,7 @@ from shared.feedback.inference_log import InferenceLog
 from shared.feedback.store import FeedbackStore
 from shared.finetune.requests import FinetuneRequests, finetune_request, training_scope
 from shared.inference.replies import ReplySender
+from shared.security.paths import tenant_path
 from shared.storage import names
 from shared.storage.blob_store import BlobStore, ConditionFailed
 from shared.storage.json_lines import Cursor
@@ -110,7 +111,7 @@ class Evaluation:
 
 
 def state_name(tenant_id: str, key: str) -> str:
-    return f"{tenant_id}/state/{key}.json"
+    return tenant_path(tenant_id, "state", key, suffix=".json")
 
 
 def event_id(tenant_id: str, key: str, at_rating: int) -> str:

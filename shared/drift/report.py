@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.security.paths import tenant_path
+
 
 class Action(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -52,7 +54,7 @@ class DriftReport(BaseModel):
 
 
 def report_stem(tenant_id: str, key: str, at: datetime) -> str:
-    return f"{tenant_id}/{at.strftime('%Y%m%dT%H%M%S%fZ')}-{key}"
+    return tenant_path(tenant_id, f"{at.strftime('%Y%m%dT%H%M%S%fZ')}-{key}")
 
 
 def render_chart(

@@ -29,6 +29,7 @@ from shared.contracts import FeedbackRecord
 from shared.feedback.consent import TrainingScope, training_tenants
 from shared.feedback.inference_log import InferenceLog, InferenceLogEntry
 from shared.feedback.store import FeedbackStore
+from shared.security.paths import tenant_path
 from shared.storage import names
 from shared.storage.blob_store import JSON_LINES_CONTENT, BlobStore
 from shared.tenancy.registry import Registry, Tenant
@@ -126,8 +127,8 @@ class TrainingSetBuilder:
         if len(examples) < min_examples or not used:
             return Shortfall(len(examples), min_examples, used)
         data = b"".join(json.dumps(e, ensure_ascii=False).encode("utf-8") + b"\n" for e in examples)
-        blob = f"{tenant.id}/{dataset_id}.jsonl"
-        manifest_name = f"{tenant.id}/{dataset_id}.manifest.json"
+        blob = tenant_path(tenant.id, dataset_id, suffix=".jsonl")
+        manifest_name = tenant_path(tenant.id, dataset_id, suffix=".manifest.json")
         if not await self._store.create(
             self._container, blob, data, content_type=JSON_LINES_CONTENT
         ):

@@ -3,7 +3,9 @@
 `FeedbackIntake.accept` is the shared core; `handle_feedback_message` (Service Bus) and
 `handle_feedback_http` (`POST /api/tenants/{tenant_id}/feedback`) wrap it.
 
-Checks, in order: the contract (`shared.contracts.feedback`), the tenant is registered, (HTTP)
+Checks, in order: (Service Bus) the tenant proof (`shared.security.tenant_check`: refused ones are
+recorded under `rejected/_unknown/feedback/`; HTTP: function_app.py checks the route's proof
+first), the contract (`shared.contracts.feedback`), the tenant is registered, (HTTP)
 the tenant in the path is the one in the body, the tenant has an answer for that request id (its
 own `results/<tenant>/<request_id>.json`: a request of another tenant is as unknown as one never
 sent, so no tenant learns about another's ids), and the answer succeeded. Then the correction is
@@ -30,6 +32,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from shared.contracts import (
+    FEEDBACK_TYPE,
     ContractError,
     Feedback,
     FeedbackReason,
@@ -44,6 +47,7 @@ from shared.feedback.store import FeedbackStore, Rating
 from shared.inference.rejections import RejectionLog
 from shared.inference.results import ResultStore
 from shared.messages import InboundMessage
+from shared.security.tenant_check import TenantProofs
 from shared.storage.blob_store import ConditionFailed
 from shared.structured_logging import key_values, without_none
 from shared.tenancy.registry import Registry
@@ -129,6 +133,7 @@ class FeedbackIntake:
         clock: Callable[[], Any],
         drift_check: DriftCheck | None = None,
         check_every: int = 50,
+        proofs: TenantProofs | None = None,
     ) -> None:
         self._registry = registry
         self._results = results
@@ -138,9 +143,12 @@ class FeedbackIntake:
         self._clock = clock
         self._drift_check = drift_check
         self._check_every = check_every
+        self._proofs = proofs
 
     async def handle_message(self, message: InboundMessage) -> FeedbackAnswer:
         """Service Bus: accept or record the rejection; raises only for a retryable failure."""
+        if self._proofs and (refused := await self._proofs.refused(message, FEEDBACK_TYPE)):
+            return FeedbackAnswer(FeedbackOutcome.REJECTED, reason=refused.reason)  # recorded
         registry = await self._registry.get()
         try:
             feedback = parse_feedback(message.body, message.application_properties)

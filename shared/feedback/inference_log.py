@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from shared.contracts import ChatMessage
 from shared.drift.input_drift import prompt_features
 from shared.feedback.consent import Consent, pii_total
+from shared.security.paths import tenant_path
 from shared.storage import names
 from shared.storage.blob_store import BlobStore
 from shared.storage.json_lines import Cursor, JsonLinesLog
@@ -32,7 +33,7 @@ def model_key(deployment: str, model_version: str | None) -> str:
     """The name drift is tracked under: `<deployment>` or `<deployment>@<model version>`, made
     safe as one blob-name segment without dots (anything but letters, digits, `_@-` becomes `_`)."""
     raw = f"{deployment}@{model_version}" if model_version else deployment
-    return "".join(c if c.isalnum() or c in "_@-" else "_" for c in raw)[:128]
+    return "".join(c if (c.isascii() and c.isalnum()) or c in "_@-" else "_" for c in raw)[:128]
 
 
 class LoggedMessage(BaseModel):
@@ -74,7 +75,7 @@ class InferenceLog:
 
     @staticmethod
     def base(tenant_id: str, day: date) -> str:
-        return f"{tenant_id}/{day.isoformat()}"
+        return tenant_path(tenant_id, day.isoformat())
 
     async def record(
         self,

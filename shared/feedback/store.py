@@ -16,6 +16,7 @@ from datetime import date, datetime
 from pydantic import ValidationError
 
 from shared.contracts import FeedbackRecord
+from shared.security.paths import tenant_path, tenant_prefix
 from shared.storage import names
 from shared.storage.blob_store import BlobStore
 from shared.storage.json_lines import Appended, Cursor, JsonLinesLog
@@ -37,11 +38,11 @@ class Rating:
 
 
 def record_name(tenant_id: str, day: date, request_id: str) -> str:
-    return f"{tenant_id}/{day.isoformat()}/{request_id}.json"
+    return tenant_path(tenant_id, day.isoformat(), request_id, suffix=".json")
 
 
 def stream_base(tenant_id: str, key: str) -> str:
-    return f"{tenant_id}/{STREAM}/{key}"
+    return tenant_path(tenant_id, STREAM, key)
 
 
 class FeedbackStore:
@@ -74,7 +75,7 @@ class FeedbackStore:
         """Every stored record of the answers of those days."""
         records = []
         for day in days:
-            prefix = f"{tenant_id}/{day.isoformat()}/"
+            prefix = tenant_prefix(tenant_id, day.isoformat())
             for name in await self._store.list_names(self._container, prefix):
                 blob = await self._store.read(self._container, name)
                 if blob is None:
@@ -106,7 +107,7 @@ class FeedbackStore:
 
     async def stream_keys(self, tenant_id: str) -> list[str]:
         """The model keys that have a rating stream for this tenant."""
-        prefix = f"{tenant_id}/{STREAM}/"
+        prefix = tenant_prefix(tenant_id, STREAM)
         keys = set()
         for name in await self._store.list_names(self._container, prefix):
             stem = name[len(prefix) :].removesuffix(".jsonl")

@@ -9,9 +9,11 @@ Checks (each failure is a `DatasetProblem` with a reason code the intake records
   assistant turn);
 - `dataset_too_small`: fewer than `MIN_TRAIN + MIN_HELD_OUT` examples.
 
-Split: every example goes to held-out or train by the sha256 of its line (not its position), the
-`held_out_share` with the smallest hashes held out (at least `MIN_HELD_OUT`, at most
-`MAX_HELD_OUT`), so the same dataset always splits the same way and a redelivered request writes
+Split: repeated examples (the same messages) count once; examples are grouped by their prompt
+(every message but the final answer) and whole groups go to one side, so no held-out prompt is
+trained on; groups are held out in the order of their prompt's sha256 (not their position) until
+`held_out_share` of the examples is (at least `MIN_HELD_OUT`, at most `MAX_HELD_OUT`), so the
+same dataset always splits the same way and a redelivered request writes
 the same two blobs: `training/<tenant>/<dataset>.train.jsonl` and `.heldout.jsonl` (created once).
 The held-out examples are never trained on; the gate scores candidates on them.
 """
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from shared.contracts.finetune import FinetuneRequest
+from shared.security.paths import UnsafeId, tenant_path
 from shared.storage import names
 from shared.storage.blob_store import BlobStore
 
@@ -51,9 +54,18 @@ class SplitDataset:
 
 
 def _blob_path(blob: str) -> str:
-    """`training/<tenant>/<file>` as the name inside the training container."""
+    """`training/<tenant>/<file>` as the name inside the training container, every segment a
+    safe id (`shared.security.paths`): `fabrikam/../contoso/x.jsonl` starts with `fabrikam/`,
+    and an HTTP stack that resolves dot segments would read contoso's blob."""
     prefix = f"{names.TRAINING_CONTAINER}/"
-    return blob[len(prefix) :] if blob.startswith(prefix) else blob
+    name = blob[len(prefix) :] if blob.startswith(prefix) else blob
+    owner, *rest = name.split("/")
+    try:
+        return tenant_path(owner, *rest)
+    except UnsafeId as exc:
+        raise DatasetProblem(
+            "dataset_path_unsafe", f"the dataset's blob name is not a safe path ({exc.problem})"
+        ) from None
 
 
 def _is_example(row: Any) -> bool:
@@ -98,24 +110,29 @@ async def load_and_split(
         raise DatasetProblem(
             "dataset_outside_tenant", "the manifest's tenants differ from tenants_in_dataset"
         )
-    lines = [line for line in blob.data.split(b"\n") if line.strip()]
-    for number, line in enumerate(lines, start=1):
-        try:
-            row = json.loads(line)
-        except ValueError:
-            row = None
-        if not _is_example(row):
-            raise DatasetProblem("dataset_invalid", f"line {number} is not a chat example")
+    lines, prompts = _distinct_examples(blob.data)
     if len(lines) < MIN_TRAIN + MIN_HELD_OUT:
         raise DatasetProblem(
             "dataset_too_small",
-            f"{len(lines)} examples; at least {MIN_TRAIN + MIN_HELD_OUT} are needed "
+            f"{len(lines)} distinct examples; at least {MIN_TRAIN + MIN_HELD_OUT} are needed "
             f"({MIN_TRAIN} to train, {MIN_HELD_OUT} held out)",
         )
-    held = min(MAX_HELD_OUT, max(MIN_HELD_OUT, round(len(lines) * held_out_share)))
-    held = min(held, len(lines) - MIN_TRAIN)
-    ranked = sorted(range(len(lines)), key=lambda i: hashlib.sha256(lines[i]).hexdigest())
-    held_out = set(ranked[:held])
+    target = min(MAX_HELD_OUT, max(MIN_HELD_OUT, round(len(lines) * held_out_share)))
+    target = min(target, len(lines) - MIN_TRAIN)
+    held_out: set[int] = set()
+    for prompt in sorted(set(prompts), key=lambda k: hashlib.sha256(k).hexdigest()):
+        if len(held_out) >= target:
+            break
+        group = {i for i, p in enumerate(prompts) if p == prompt}
+        if len(lines) - len(held_out) - len(group) >= MIN_TRAIN:
+            held_out |= group
+    if len(held_out) < MIN_HELD_OUT:
+        raise DatasetProblem(
+            "dataset_too_small",
+            f"too few distinct prompts to hold {MIN_HELD_OUT} examples out and keep "
+            f"{MIN_TRAIN} to train on",
+        )
+    held = len(held_out)
     train = b"".join(lines[i] + b"\n" for i in range(len(lines)) if i not in held_out)
     heldout = b"".join(lines[i] + b"\n" for i in range(len(lines)) if i in held_out)
     stem = name.removesuffix(".jsonl")
@@ -129,6 +146,30 @@ async def load_and_split(
         heldout_examples=held,
         train_sha256=hashlib.sha256(train).hexdigest(),
     )
+
+
+def _distinct_examples(data: bytes) -> tuple[list[bytes], list[bytes]]:
+    """The dataset's lines without repeats (the same messages, however the JSON is spaced), in
+    order, each with its prompt's key (every message but the final assistant turn). Raises
+    DatasetProblem `dataset_invalid` naming the first line that is not a chat example."""
+    lines: list[bytes] = []
+    prompts: list[bytes] = []
+    seen: set[bytes] = set()
+    for number, line in enumerate((x for x in data.split(b"\n") if x.strip()), start=1):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if not _is_example(row):
+            raise DatasetProblem("dataset_invalid", f"line {number} is not a chat example")
+        messages = row["messages"]
+        key = json.dumps(messages, sort_keys=True, ensure_ascii=False).encode("utf-8")
+        if key in seen:
+            continue
+        seen.add(key)
+        lines.append(line.strip())
+        prompts.append(json.dumps(messages[:-1], sort_keys=True, ensure_ascii=False).encode())
+    return lines, prompts
 
 
 async def read_rows(store: BlobStore, blob: str) -> list[dict[str, Any]]:

@@ -76,6 +76,12 @@ def check_request(registry: Registry, request: FinetuneRequest) -> None:
         raise _Refused("unknown_tenant", "the tenant is not registered")
     if not tenant.policy.allow_tuning:
         raise _Refused("tuning_not_allowed", "the tenant's policy does not allow tuning", tenant.id)
+    if not request.job_key.startswith(f"{tenant.id}."):
+        raise _Refused(
+            "job_key_not_tenants",
+            "a job key starts with its tenant's id and a dot (as drift and uploads make them)",
+            tenant.id,
+        )
     if request.scope == "tenant" and set(request.tenants_in_dataset) != {tenant.id}:
         raise _Refused(
             "consent_scope",
@@ -171,7 +177,7 @@ class FinetuneIntake:
     async def _record(
         self, message: InboundMessage, request: FinetuneRequest
     ) -> JobRecord | RejectionRecord:
-        job_id = job_id_for(request.job_key)
+        job_id = job_id_for(request.tenant_id, request.job_key)
         existing = await self._jobs.find(request.tenant_id, job_id)
         if existing is not None:
             return existing

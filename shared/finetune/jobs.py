@@ -20,8 +20,8 @@ the table does not allow raises `InvalidTransition`; one to the state the job is
 no-op (a redelivered message or a second watcher tick repeats work harmlessly). Writes use the
 record's ETag (If-Match) and re-read on a lost race, so two instances cannot interleave.
 
-`job_id` is `ftj-` + the first 24 hex digits of sha256(job_key): a job key names one job, and
-the id is safe in blob names and as an Azure ML job name.
+`job_id` is `ftj-` + the first 24 hex digits of sha256(tenant id, job key): a job key names one
+job of one tenant, and the id is safe in blob names and as an Azure ML job name.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from shared.security.paths import tenant_path, tenant_prefix
 from shared.storage import names
 from shared.storage.blob_store import BlobStore, ConditionFailed
 
@@ -83,12 +84,15 @@ class JobNotFound(Exception):
     """No record for this tenant and job id."""
 
 
-def job_id_for(job_key: str) -> str:
-    return "ftj-" + hashlib.sha256(job_key.encode("utf-8")).hexdigest()[:24]
+def job_id_for(tenant_id: str, job_key: str) -> str:
+    """`ftj-` + 24 hex digits of sha256(tenant, job key): the same key sent for two tenants names
+    two jobs, so no backend, runner or blob prefix keyed by job id is ever shared by tenants."""
+    digest = hashlib.sha256(f"{tenant_id}\x1f{job_key}".encode()).hexdigest()
+    return "ftj-" + digest[:24]
 
 
 def job_blob_name(tenant_id: str, job_id: str) -> str:
-    return f"{tenant_id}/{job_id}.json"
+    return tenant_path(tenant_id, job_id, suffix=".json")
 
 
 class Transition(BaseModel):
@@ -170,7 +174,8 @@ class JobStore:
     async def list(self, tenant_id: str) -> list[JobRecord]:
         """The tenant's jobs, oldest first (by their first transition)."""
         records = []
-        for name in await self._store.list_names(self._container, f"{tenant_id}/ftj-"):
+        prefix = tenant_prefix(tenant_id) + "ftj-"
+        for name in await self._store.list_names(self._container, prefix):
             matched = _RECORD_NAME.match(name.rsplit("/", 1)[-1])
             if matched is None:
                 continue  # a backend's own blobs beside the records (e.g. *.aoai.json)

@@ -26,6 +26,7 @@ from shared.contracts.finetune import DatasetRef, FinetuneReason, ModelRef
 from shared.drift.training_set import TrainingSet
 from shared.feedback.consent import TrainingScope
 from shared.inference.replies import Reply, ReplySender
+from shared.security.paths import tenant_path
 from shared.storage import names
 from shared.storage.blob_store import BlobStore
 from shared.tenancy.registry import IsolationMode, Registry, Tenant
@@ -38,7 +39,7 @@ def training_scope(tenant: Tenant) -> TrainingScope:
 
 def tuning_record_name(tenant_id: str) -> str:
     """The cool-down record's name in the drift container: `<tenant>/state/_tuning.json`."""
-    return f"{tenant_id}/state/_tuning.json"
+    return tenant_path(tenant_id, "state", "_tuning", suffix=".json")
 
 
 def model_refs(registry: Registry, serving: str) -> tuple[ModelRef, ModelRef]:

@@ -63,6 +63,7 @@ from shared.finetune.training_rows import (
     checked_rows,
 )
 from shared.inference.replies import ReplySender
+from shared.security.paths import safe_or_hashed, tenant_path
 from shared.storage import names
 from shared.storage.blob_store import BlobStore
 from shared.structured_logging import key_values
@@ -88,14 +89,15 @@ def upload_id_for(tenant_id: str, blob_name: str, etag: str) -> str:
 
 
 def record_name(tenant_id: str, upload_id: str) -> str:
-    return f"{tenant_id}/uploads/{upload_id}.json"
+    return tenant_path(tenant_id, "uploads", upload_id, suffix=".json")
 
 
 def rejection_name(owner: str, blob_name: str, upload_id: str) -> str:
     """`<owner>/training/<stem>.<upload_id>.jsonl` in the rejected container (`stem`: the file's
-    name without `.jsonl`, at most 200 characters)."""
-    stem = blob_name.rsplit("/", 1)[-1].removesuffix(".jsonl")[:200]
-    return f"{owner}/training/{stem}.{upload_id}.jsonl"
+    name without `.jsonl`, at most 200 characters; `sha256-<hash>` when that is not a safe id:
+    `shared.security.paths.safe_or_hashed`)."""
+    stem = safe_or_hashed(blob_name.rsplit("/", 1)[-1].removesuffix(".jsonl")[:200])
+    return tenant_path(owner, "training", f"{stem}.{upload_id}", suffix=".jsonl")
 
 
 class UploadRecord(BaseModel):

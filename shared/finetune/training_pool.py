@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.batch.files import BatchFiles
 from shared.drift.training_set import TrainingSet
 from shared.feedback.consent import TrainingScope
+from shared.security.paths import tenant_path
 from shared.storage import names
 from shared.storage.blob_store import BlobStore, ConditionFailed
 
@@ -168,11 +169,11 @@ class TrainingManifest(BaseModel):
 
 
 def part_name(tenant_id: str, upload_id: str, part: int) -> str:
-    return f"{tenant_id}/pool/{upload_id}/{part:05d}.jsonl"
+    return tenant_path(tenant_id, "pool", upload_id, f"{part:05d}", suffix=".jsonl")
 
 
 def index_name(tenant_id: str) -> str:
-    return f"{tenant_id}/pool/index.json"
+    return tenant_path(tenant_id, "pool", "index", suffix=".json")
 
 
 class TrainingPool:
@@ -225,7 +226,7 @@ class TrainingPool:
     ) -> TrainingSet | None:
         """The training set `dataset_id` for `tenant_id` from the pools of `sources` (the tenants
         the consent rule allows), or None when they hold no example. Raises what the store does."""
-        manifest_name = f"{tenant_id}/{dataset_id}.manifest.json"
+        manifest_name = tenant_path(tenant_id, dataset_id, suffix=".manifest.json")
         existing = await self._store.read(self._container, manifest_name)
         if existing is not None:
             manifest = TrainingManifest.model_validate_json(existing.data)
@@ -233,7 +234,7 @@ class TrainingPool:
         chosen = await self._choose(sources, max_bytes)
         if not chosen:
             return None
-        blob = f"{tenant_id}/{dataset_id}.jsonl"
+        blob = tenant_path(tenant_id, dataset_id, suffix=".jsonl")
         stream = _Stream(self._store, self._container, chosen)
         await self._files.write(self._container, blob, stream.parts())
         added = sorted(entry.added_at for _, entry in chosen)

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict
 
 from shared.finetune.backends.port import ServedModel
 from shared.finetune.jobs import Candidate
+from shared.security.paths import tenant_path
 from shared.storage import names
 from shared.storage.blob_store import BlobStore
 from shared.tenancy.registry import IsolationMode, Registry, RegistryError, parse_registry
@@ -55,7 +56,7 @@ class TimelineEntry(BaseModel):
 
 
 def timeline_blob(tenant_id: str) -> str:
-    return f"{tenant_id}/_models.jsonl"
+    return tenant_path(tenant_id, "_models", suffix=".jsonl")
 
 
 def next_version(registry: Registry, tenant_id: str) -> int:

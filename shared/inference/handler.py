@@ -1,19 +1,25 @@
 """Handles one `inference.request` message, from the queue to a result, usage line and reply.
 
 The outcome decides what the host does with the message:
-- returns COMPLETED / DUPLICATE / REJECTED / RESCHEDULED / FAILED: the host completes it.
-  REJECTED: a rejection is recorded in `rejected/` first (invalid JSON, a broken contract, an
-  unknown tenant, no usable deployment, a reply_to the tenant may not use, a request the model
-  refuses as invalid, with the service's error code). RESCHEDULED: no deployment (or the tenant's
-  quota) has room now; a copy is scheduled on the queue for when one has
-  (`shared.resilience.reschedule`). FAILED: the tenant's deadline passed while rescheduling; a
+- returns COMPLETED / FILTERED / DUPLICATE / REJECTED / RESCHEDULED / FAILED: the host completes
+  it. FILTERED: a content filter refused the prompt or withheld the answer; a `filtered` result
+  (stage, categories; no text) is stored and sent, and metered (`shared.inference.content_filter`).
+  REJECTED: a rejection is recorded in `rejected/` first (a tenant proof that does not hold:
+  `shared.security.tenant_check`, filed under `_unknown` and answered to nobody; invalid JSON, a
+  broken contract, an unknown tenant, no usable deployment, a reply_to the tenant may not use,
+  a request the model refuses as invalid, with the service's error code). RESCHEDULED: no
+  deployment (or the tenant's quota) has room now; a copy is scheduled on the queue for when one
+  has (`shared.resilience.reschedule`). FAILED: the tenant's deadline passed while rescheduling; a
   `failed` result with the reason is stored and sent.
 - raises only for what a later delivery can fix: a configuration error (401/403/404), storage or
   the registry unavailable, a reply or reschedule send that failed transiently. The host abandons
   the message and Service Bus redelivers it (and dead-letters it after MaxDeliveryCount).
 
 Idempotent by request id: a result already in `results/` is never recomputed; only its reply is
-sent again if it was not sent before. Steps, in order: model call (through the resilient client:
+sent again if it was not sent before. A request id whose result answers a different request (its
+`request_sha256` differs) is rejected `request_id_reused`, never answered with that result; one
+that loses a race to a different request raises `RequestIdReused` (redelivered, then rejected).
+Steps, in order: model call (through the resilient client:
 retries, breakers, failover, quotas), usage line (so every real call is metered, even one whose
 result write fails), inference log line (within the tenant's consent, scrubbed:
 `shared.feedback.inference_log`), result (If-None-Match), reply. A reply the queue can never take
@@ -44,9 +50,10 @@ from shared.contracts import (
     TokenUsage,
     UsageRecord,
 )
+from shared.inference import content_filter
 from shared.inference.model_errors import ModelConfigurationError, ModelRequestRejected
 from shared.inference.replies import Reply
-from shared.inference.results import StoredResult, result_blob_name
+from shared.inference.results import StoredResult, request_digest, result_blob_name
 from shared.messages import InboundMessage
 from shared.resilience.client import ResilientCompletion, TryLater
 from shared.resilience.priority import queued_seconds, traffic_priority
@@ -64,6 +71,7 @@ REPLY_UNDELIVERABLE = "reply_undeliverable"
 
 class Outcome(StrEnum):
     COMPLETED = "completed"
+    FILTERED = "filtered"
     DUPLICATE = "duplicate"
     REJECTED = "rejected"
     RESCHEDULED = "rescheduled"
@@ -103,6 +111,8 @@ class InferenceHandler:
         self._rt = runtime
 
     async def handle(self, message: InboundMessage) -> Outcome:
+        if await self._rt.tenant_proofs.refused(message, contracts.REQUEST_TYPE):
+            return Outcome.REJECTED  # recorded under _unknown: no model, reply nor batch count
         try:
             outcome = await self._handle(message)
         except _Rejected as rejection:
@@ -118,6 +128,15 @@ class InferenceHandler:
         fields: dict[str, Any] = {"tenant_id": tenant.id, "request_id": request.request_id}
 
         existing = await self._rt.results.get(tenant.id, request.request_id)
+        if existing is not None and not existing.same_request(request_digest(request)):
+            raise _Rejected(
+                RejectionReason.REQUEST_ID_REUSED,
+                "the tenant already has a result for this request_id, for a different request "
+                "(messages, parameters or feature differ); send a new request_id",
+                tenant=tenant,
+                tenant_id=tenant.id,
+                request_id=request.request_id,
+            )
         if existing is not None:
             replied = await self._reply_if_due(message, request, existing)
             self._log(logging.INFO, "inference.duplicate", message, replied=replied, **fields)
@@ -135,9 +154,12 @@ class InferenceHandler:
         fields["deployment"] = served.deployment.name
         stored = await self._store(request, tenant, served, latency_ms)
         replied = await self._reply_if_due(message, request, stored)
+        filtered = served.completion.content_filter
+        if filtered is not None:
+            fields.update(content_filter.log_fields(filtered))
         self._log(
-            logging.INFO,
-            "inference.completed",
+            logging.INFO if filtered is None else logging.WARNING,
+            "inference.completed" if filtered is None else "inference.filtered",
             message,
             latency_ms=latency_ms,
             prompt_tokens=served.completion.prompt_tokens,
@@ -150,7 +172,7 @@ class InferenceHandler:
             replied=replied,
             **fields,
         )
-        return Outcome.COMPLETED
+        return Outcome.COMPLETED if filtered is None else Outcome.FILTERED
 
     async def _store(
         self,
@@ -159,8 +181,11 @@ class InferenceHandler:
         served: ResilientCompletion,
         latency_ms: int,
     ) -> StoredResult:
-        """The usage line, then the result (the one stored first, if another instance won)."""
+        """The usage line, then the result (the one stored first, if another instance won); a
+        filtered completion is metered (`content_filter` on the usage line) but never logged for
+        training, and its result is `filtered`, without the text."""
         completion, deployment = served.completion, served.deployment
+        filtered = completion.content_filter
         now = self._rt.clock()
         tokens = TokenUsage(
             prompt_tokens=completion.prompt_tokens,
@@ -180,31 +205,38 @@ class InferenceHandler:
                 total_tokens=tokens.total_tokens,
                 latency_ms=latency_ms,
                 at=now,
+                content_filter=content_filter.usage_stage(filtered),
             )
         )
-        await self._rt.inference_log.record(
-            tenant,
-            request_id=request.request_id,
-            messages=request.messages,
-            feature=request.feature,
-            deployment=deployment,
-            model=completion.model,
-            answer=completion.content,
-            at=now,
-        )
+        if filtered is None:
+            await self._rt.inference_log.record(
+                tenant,
+                request_id=request.request_id,
+                messages=request.messages,
+                feature=request.feature,
+                deployment=deployment,
+                model=completion.model,
+                answer=completion.content,
+                at=now,
+            )
         return await self._rt.results.save(
             InferenceResult(
                 tenant_id=tenant.id,
                 request_id=request.request_id,
+                status="succeeded" if filtered is None else "filtered",
                 deployment=deployment.name,
                 model=completion.model,
                 model_version=deployment.model_version,
-                message=contracts.ChatMessage(role="assistant", content=completion.content),
+                message=None
+                if filtered is not None
+                else contracts.ChatMessage(role="assistant", content=completion.content),
                 finish_reason=completion.finish_reason,
                 usage=tokens,
                 latency_ms=latency_ms,
                 completed_at=now,
                 feature=request.feature,
+                content_filter=filtered,
+                request_sha256=request_digest(request),
             )
         )
 
@@ -370,6 +402,7 @@ class InferenceHandler:
                     reschedules=history.reschedules,
                     first_enqueued_at=history.first_enqueued_at,
                 ),
+                request_sha256=request_digest(request),
             )
         )
         replied = await self._reply_if_due(message, request, stored)
@@ -415,7 +448,8 @@ class InferenceHandler:
         if message.reply_to is not None and message.reply_to not in tenant.reply_queues:
             raise _Rejected(
                 RejectionReason.REPLY_TO_NOT_ALLOWED,
-                f"reply_to {message.reply_to[:64]!r} is not one of the tenant's reply queues",
+                # never the name itself: it is sender text (tests/security/test_log_hygiene.py)
+                "reply_to is not one of the tenant's reply queues",
                 tenant=tenant,
                 tenant_id=tenant.id,
                 request_id=request.request_id,
@@ -493,13 +527,13 @@ class InferenceHandler:
         # reply_to that was itself the reason for the rejection).
         if tenant is not None and message.reply_to in tenant.reply_queues:
             body = record.model_dump_json().encode("utf-8")
-            digest = hashlib.sha256(message.message_id.encode("utf-8")).hexdigest()[:40]
+            digest = hashlib.sha256(record.message_id.encode("utf-8")).hexdigest()[:40]
             try:
                 await self._rt.replies.send(
                     Reply(
                         queue=message.reply_to,
                         body=body,
-                        correlation_id=rejection.request_id or message.message_id,
+                        correlation_id=rejection.request_id or record.message_id,
                         message_id=f"rejected-{digest}",
                         session_id=message.reply_to_session_id,
                         subject=contracts.REJECTED_TYPE,

@@ -14,6 +14,9 @@ OpenAI-compatible deployments and cached answers do (567-labs/instructor#358,
 microsoft/autogen#6352). The rules:
 - no choices (missing, null, empty, or a null first choice): ModelServerError "answered with no
   choices", a fault of the service this time;
+- a content filter's verdict (a withheld choice, `finish_reason: content_filter`, or a prompt
+  annotated `filtered: true`) is `Completion.content_filter` (`shared.inference.content_filter`),
+  and a 400 `content_filter` is `ContentFiltered`: the result is `filtered`;
 - message or content missing or null: the answer is "" (e.g. a content-filtered answer), content
   given as a list of parts: the text parts joined; any other content: ModelServerError;
 - finish_reason missing, null or not text: None; an unknown text is kept as it is;
@@ -67,7 +70,8 @@ from openai.types.chat import (
     ChatCompletionUserMessageParam,
 )
 
-from shared.contracts import ChatMessage, InferenceParameters
+from shared.contracts import ChatMessage, ContentFilter, InferenceParameters
+from shared.inference.content_filter import completion_filter, prompt_filter
 from shared.inference.model_errors import (
     ModelCallError,
     ModelConfigurationError,
@@ -98,6 +102,9 @@ class Completion:
     """`x-ratelimit-remaining-tokens` of the answer: the deployment's TPM left (None: not sent)."""
     remaining_requests: int | None = None
     """`x-ratelimit-remaining-requests`: requests left in the deployment's current RPM window."""
+    content_filter: ContentFilter | None = None
+    """Set when a content filter withheld the answer (`finish_reason: content_filter`) or refused
+    the prompt (`shared.inference.content_filter`): the result is `filtered`, not `succeeded`."""
 
 
 class ModelPort(Protocol):
@@ -327,6 +334,7 @@ def read_completion(response: object, deployment: str) -> Completion:
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             model=_text(_field(response, "model")),
+            content_filter=completion_filter(response, choice),
         )
     except (AttributeError, KeyError, TypeError, ValueError) as exc:  # a shape beyond the rules
         raise unreadable_answer(deployment, exc) from None
@@ -423,6 +431,7 @@ def _from_openai(exc: openai.APIError, deployment: str) -> ModelCallError:
             deployment=deployment,
             headers=dict(exc.response.headers),
             error_code=service_error_code(exc.body),  # openai keeps the body's `error` object
+            content_filter=prompt_filter(exc.body),
         )
     return ModelServerError(
         f"deployment {deployment!r} gave an unreadable answer ({type(exc).__name__})",
@@ -443,11 +452,13 @@ def _from_azure(exc: AzureError, deployment: str) -> ModelCallError:
     if isinstance(exc, HttpResponseError) and status is not None:
         response: Any = exc.response
         headers = dict(response.headers) if response is not None else {}
+        body = _error_body(response)
         return error_for_status(
             status,
             deployment=deployment,
             headers=headers,
-            error_code=service_error_code(_error_body(response)),
+            error_code=service_error_code(body),
+            content_filter=prompt_filter(body),
         )
     return ModelConfigurationError(
         f"deployment {deployment!r}: {type(exc).__name__}", deployment=deployment

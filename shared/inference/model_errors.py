@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Final
 
+from shared.contracts import ContentFilter
+
 
 class ModelCallError(Exception):
     """A model call failed; carries what the service said, never the request's content."""
@@ -63,8 +65,34 @@ class ModelConnectionError(TransientModelError):
 
 
 class ModelRequestRejected(ModelCallError):
-    """4xx that the request itself caused (400, 413, 422: content filter, context too long):
-    the same request would fail again anywhere."""
+    """4xx that the request itself caused (400, 413, 422: context too long, a content filter:
+    `ContentFiltered`): the same request would fail again anywhere."""
+
+
+class ContentFiltered(ModelRequestRejected):
+    """400 `content_filter` (or a Content Safety pre-check): the prompt was refused by a content
+    filter. Final like every refusal (never retried, never failed over); the resilient client
+    turns it into a filtered completion, so the tenant gets a result with `status: filtered`.
+    `content_filter` holds the stage, source and categories, never the text."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        deployment: str,
+        content_filter: ContentFilter,
+        status_code: int | None = 400,
+        service_request_id: str | None = None,
+        error_code: str | None = "content_filter",
+    ) -> None:
+        super().__init__(
+            message,
+            deployment=deployment,
+            status_code=status_code,
+            service_request_id=service_request_id,
+            error_code=error_code,
+        )
+        self.content_filter = content_filter
 
 
 class ModelConfigurationError(ModelCallError):
@@ -87,9 +115,22 @@ def error_for_status(
     headers: Mapping[str, str],
     now: datetime | None = None,
     error_code: str | None = None,
+    content_filter: ContentFilter | None = None,
 ) -> ModelCallError:
     """The error type for an HTTP status, with the service's retry hint, request id and error
-    code (the adapters read it from the error body with `service_error_code`)."""
+    code (the adapters read it from the error body with `service_error_code`); a request fault
+    that a content filter caused (`content_filter`, read with
+    `shared.inference.content_filter.prompt_filter`) is a `ContentFiltered`."""
+    if content_filter is not None and status_code in _REQUEST_FAULTS:
+        return ContentFiltered(
+            f"deployment {deployment!r} answered HTTP {status_code} (content_filter)",
+            deployment=deployment,
+            content_filter=content_filter,
+            status_code=status_code,
+            error_code=error_code or "content_filter",
+            service_request_id=_header(headers, "apim-request-id")
+            or _header(headers, "x-request-id"),
+        )
     kind: type[ModelCallError]
     if status_code == 429:
         kind = ModelRateLimited

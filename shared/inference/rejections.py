@@ -2,33 +2,28 @@
 
 A message is filed under its tenant only when the registry knows that tenant; anything else goes
 under `_unknown`, so a message cannot create or write into a prefix of a tenant by naming it.
-Message ids come from the sender; one that is not safe as a blob name is replaced by its hash.
+Message ids come from the sender; one that is not safe as a blob name is replaced by its hash
+(`shared.security.paths.safe_or_hashed`; the names come from `owner_path`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
-
 from shared.contracts import RejectionRecord
+from shared.security.paths import owner_path, safe_or_hashed
 from shared.storage import names
 from shared.storage.blob_store import BlobStore
 
-_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
-
 
 def safe_message_id(message_id: str) -> str:
-    if _SAFE_ID.match(message_id):
-        return message_id
-    return "sha256-" + hashlib.sha256(message_id.encode("utf-8")).hexdigest()[:40]
+    return safe_or_hashed(message_id)
 
 
 def rejection_blob_name(known_tenant_id: str | None, message_id: str, kind: str = "") -> str:
     """`<tenant>/<message id>.json`; other contracts than inference.request file theirs under
     `<tenant>/<kind>/` (feedback rejections under `<tenant>/feedback/`)."""
-    prefix = known_tenant_id or names.UNKNOWN_TENANT_PREFIX
-    folder = f"{kind}/" if kind else ""
-    return f"{prefix}/{folder}{safe_message_id(message_id)}.json"
+    folders = (kind,) if kind else ()
+    owner = known_tenant_id or None
+    return owner_path(owner, *folders, safe_message_id(message_id), suffix=".json")
 
 
 class RejectionLog:

@@ -9,13 +9,14 @@ Each line carries the request id, so a reader can tell a redelivered call from a
 from __future__ import annotations
 
 from shared.contracts import UsageRecord
+from shared.security.paths import tenant_path
 from shared.storage import names
 from shared.storage.blob_store import BlobStore
 from shared.storage.json_lines import JsonLinesLog, part_name
 
 
 def usage_blob_name(tenant_id: str, day: str, part: int = 0) -> str:
-    return part_name(f"{tenant_id}/{day}", part)
+    return part_name(tenant_path(tenant_id, day), part)
 
 
 class UsageMeter:
@@ -26,5 +27,5 @@ class UsageMeter:
         """Append one line; returns the blob it went to."""
         day = usage.at.date().isoformat()
         line = usage.model_dump_json().encode("utf-8")
-        appended = await self._log.append(f"{usage.tenant_id}/{day}", line)
+        appended = await self._log.append(tenant_path(usage.tenant_id, day), line)
         return appended.blob

@@ -18,9 +18,13 @@ Per request:
    run out, `TryLater` is raised with the earliest time worth trying again: the caller reschedules
    (the Functions handler sends the request back to Service Bus with a scheduled enqueue time).
 
-A request the model refuses (`ModelRequestRejected`: 400/413/422, content filter) and a
-configuration error (401/403/404) are raised at once, never retried. The SDKs' own retries are off
-(`shared.inference.model_clients`), so this is the one retry policy.
+A request the model refuses (`ModelRequestRejected`: 400/413/422) and a configuration error
+(401/403/404) are raised at once, never retried. A prompt a content filter refuses
+(`ContentFiltered`, a refusal) is final too, and is returned as a filtered completion
+(`Completion.content_filter`, no text, no tokens) from the deployment that refused it, so the
+caller stores a `filtered` result; a completion the filter withheld (200, `finish_reason:
+content_filter`) is an answer like any other: neither is retried or failed over. The SDKs' own
+retries are off (`shared.inference.model_clients`), so this is the one retry policy.
 
 Usable outside the Functions host: the benchmarks build it from a registry document directly.
 """
@@ -41,7 +45,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from shared.contracts import ChatMessage, InferenceParameters, RejectionReason
 from shared.inference.model_clients import Completion, ModelPort
-from shared.inference.model_errors import ModelRateLimited, TransientModelError
+from shared.inference.model_errors import ContentFiltered, ModelRateLimited, TransientModelError
 from shared.resilience.backoff import WaitRetryAfter
 from shared.resilience.breaker import BreakerBoard, BreakerPolicy
 from shared.resilience.priority import Priority
@@ -185,7 +189,8 @@ class ResilientModelClient:
             base_s=self.policy.backoff_base_s, cap_s=self.policy.backoff_cap_s
         )
         self.stats: Counter[str] = Counter()
-        """calls, succeeded, throttled, failovers, retries, try_later: for benchmarks and demos."""
+        """calls, succeeded, filtered, throttled, failovers, retries, try_later: for benchmarks and
+        demos."""
 
     def budget(self, deployment: Deployment) -> DeploymentBudget:
         """The deployment's budget; a new one when the registry changed its capacity."""
@@ -457,6 +462,23 @@ class ResilientModelClient:
         except TransientModelError as exc:
             self._failed(request, deployment, exc)
             raise
+        except ContentFiltered as exc:  # final: the same text is refused on every deployment
+            breaker.on_abandoned()
+            self.stats["filtered"] += 1
+            return ResilientCompletion(
+                completion=Completion(
+                    content="",
+                    finish_reason="content_filter",
+                    prompt_tokens=0,
+                    completion_tokens=0,
+                    model=None,
+                    content_filter=exc.content_filter,
+                ),
+                deployment=deployment,
+                attempts=request.attempts,
+                failovers=request.failovers,
+                throttled=request.throttled,
+            )
         except BaseException:
             breaker.on_abandoned()  # a refusal, a configuration error, a cancellation
             raise

@@ -141,6 +141,12 @@ class Deployment(_Strict):
         description="the model version it serves (e.g. 2024-07-18, ft-3); drift is tracked per "
         "deployment and model version, so a new version starts a new reference window",
     )
+    content_safety: bool = Field(
+        default=False,
+        description="check prompts and answers with Azure AI Content Safety (text analysis and "
+        "prompt shields) around each call: for a model without a built-in content filter "
+        "(shared.security.content_safety); needs CONTENT_SAFETY_ENDPOINT",
+    )
 
     @model_validator(mode="after")
     def _model_defaults_to_name(self) -> Deployment:

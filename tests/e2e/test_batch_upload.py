@@ -20,6 +20,7 @@ from azure.storage.blob import ContentSettings
 from azure.storage.blob.aio import BlobServiceClient
 
 from devhost.stack import LocalStack, StackOptions
+from devhost.tenant_keys import Signers, proven_headers
 from shared.contracts.batch import BatchProgress, batch_id_for
 from shared.storage import names
 from tests.e2e.test_local_stack import unthrottled_models
@@ -63,13 +64,16 @@ async def upload(storage: str, name: str, data: bytes) -> str:
     return batch_id_for(name.split("/", 1)[0], name, str(written["etag"]))
 
 
-async def follow(api: str, tenant: str, batch_id: str, timeout_s: float) -> BatchProgress:
+async def follow(
+    api: str, tenant: str, batch_id: str, timeout_s: float, signers: Signers
+) -> BatchProgress:
     url = f"{api}/tenants/{tenant}/batches/{batch_id}"
     seen: BatchProgress | None = None
     deadline = time.monotonic() + timeout_s
     async with aiohttp.ClientSession() as http:
         while time.monotonic() < deadline:
-            async with http.get(url) as response:
+            headers = proven_headers(signers(tenant), "GET", url)  # a fresh nonce each time
+            async with http.get(url, headers=headers) as response:
                 if response.status == 200:
                     seen = BatchProgress.model_validate_json(await response.read())
                     if seen.state in ("completed", "rejected"):
@@ -98,8 +102,9 @@ async def scenario(stack: LocalStack) -> None:
     batch_id = await upload(storage, f"tailwind/batch/e2e-{uuid.uuid4().hex[:8]}.jsonl", data)
     stranger = await upload(storage, "globex/batch/e2e.jsonl", data)
     empty = await upload(storage, "contoso/batch/empty.jsonl", b"")
+    signers = Signers(stack.keys_file)
 
-    final = await follow(api, "tailwind", batch_id, 180)
+    final = await follow(api, "tailwind", batch_id, 180, signers)
     assert final.state == "completed"
     assert (final.counts.rows, final.counts.invalid, final.counts.accepted) == (ROWS + 4, 4, ROWS)
     assert (final.done + final.failed, final.pending) == (ROWS + 4, 0)
@@ -114,7 +119,7 @@ async def scenario(stack: LocalStack) -> None:
     assert {r["status"] for r in results} == {"succeeded"}
     assert all(r["result"]["tenant_id"] == "tailwind" for r in results)
 
-    empty_progress = await follow(api, "contoso", empty, 30)
+    empty_progress = await follow(api, "contoso", empty, 30, signers)
     assert empty_progress.rejection is not None
     assert empty_progress.rejection.reason == "empty_file"
     assert await record_exists(storage, f"{names.UNKNOWN_TENANT_PREFIX}/{stranger}.json")
@@ -122,7 +127,15 @@ async def scenario(stack: LocalStack) -> None:
         aiohttp.ClientSession() as http,
         http.get(f"{api}/tenants/globex/batches/{stranger}") as response,
     ):
-        assert response.status == 404
+        # Nobody can prove globex (it has no key): not even told whether the batch exists.
+        assert response.status == 401
+        assert (await response.json())["error"] == "tenant_proof_missing"
+    tailwind = proven_headers(signers("tailwind"), "GET", f"{api}/tenants/tailwind/batches/x")
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{api}/tenants/contoso/batches/{empty}", headers=tailwind) as response,
+    ):
+        assert response.status == 401  # tailwind's proof is no proof of contoso
 
 
 def test_every_row_ends_in_the_results_or_the_errors_file_exactly_once(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from azure.storage.blob.aio import BlobServiceClient
 from devhost.demo_drift import TENANT, DriftActResult, run_drift_act, wave
 from devhost.demo_finetune import models_view, run_finetune_act
 from devhost.stack import LocalStack, StackOptions
+from devhost.tenant_keys import Signers, proven_headers
 from shared.storage import names
 
 pytestmark = pytest.mark.slow
@@ -33,18 +34,18 @@ async def _training_set(storage: str, blob: str) -> str:
     return bytes(data).decode("utf-8")
 
 
-async def _rollback(host_url: str) -> tuple[int, dict[str, object]]:
+async def _rollback(host_url: str, signers: Signers) -> tuple[int, dict[str, object]]:
+    url = f"{host_url}/api/tenants/{TENANT}/models/rollback"
+    body = json.dumps({"by": "e2e operator", "why": "users complain about the new version"})
+    headers = proven_headers(signers(TENANT), "POST", url, body.encode())
     async with (
         aiohttp.ClientSession() as http,
-        http.post(
-            f"{host_url}/api/tenants/{TENANT}/models/rollback",
-            json={"by": "e2e operator", "why": "users complain about the new version"},
-        ) as response,
+        http.post(url, data=body, headers=headers) as response,
     ):
         return response.status, await response.json()
 
 
-async def _served_by(servicebus: str, requests: int) -> list[str]:
+async def _served_by(servicebus: str, requests: int, signers: Signers) -> list[str]:
     result = DriftActResult()
     async with ServiceBusClient.from_connection_string(servicebus) as bus:
         await wave(
@@ -55,6 +56,7 @@ async def _served_by(servicebus: str, requests: int) -> list[str]:
             size=requests,
             shifted=True,
             deadline=time.monotonic() + 120,
+            signers=signers,
         )
     return result.served_by
 
@@ -65,6 +67,7 @@ def test_a_decayed_model_is_detected_retrained_promoted_and_rolled_back(
     options = StackOptions(data_dir=tmp_path, extra_settings={"DRIFT_CHECK_EVERY": "20"})
     with LocalStack(options) as stack:
         settings = stack.app_settings()
+        signers = Signers(stack.keys_file)
         result = asyncio.run(
             run_drift_act(
                 settings["ServiceBusConnection"],
@@ -73,6 +76,7 @@ def test_a_decayed_model_is_detected_retrained_promoted_and_rolled_back(
                 requests=420,
                 timeout_s=300,
                 chart_to=tmp_path / "chart.png",
+                signers=signers,
             )
         )
         assert result.problems == []
@@ -102,7 +106,9 @@ def test_a_decayed_model_is_detected_retrained_promoted_and_rolled_back(
         host_url = f"http://127.0.0.1:{stack.http_port}"
         servicebus = settings["ServiceBusConnection"]
         tuned = asyncio.run(
-            run_finetune_act(servicebus, host_url, result, requests=100, timeout_s=300)
+            run_finetune_act(
+                servicebus, host_url, result, requests=100, timeout_s=300, signers=signers
+            )
         )
         assert tuned.problems == []
         assert tuned.job is not None
@@ -121,11 +127,11 @@ def test_a_decayed_model_is_detected_retrained_promoted_and_rolled_back(
         candidate = tuned.job["candidate"]["deployment"]
         assert candidate == "fabrikam-ft-v2"
         # An operator rolls back: the decayed version serves again, and the job says so.
-        status, entry = asyncio.run(_rollback(host_url))
+        status, entry = asyncio.run(_rollback(host_url, signers))
         assert status == 200, entry
         assert entry["deployment"] == "fabrikam-ft-v1"
         time.sleep(6)  # the host re-reads the registry every 5 s locally
-        assert set(asyncio.run(_served_by(servicebus, 20))) == {"fabrikam-ft-v1"}
-        view = asyncio.run(models_view(host_url))
+        assert set(asyncio.run(_served_by(servicebus, 20, signers))) == {"fabrikam-ft-v1"}
+        view = asyncio.run(models_view(host_url, signers))
         assert view["jobs"][-1]["state"] == "rolled_back"
         assert [e["action"] for e in view["timeline"]] == ["registered", "promoted", "rolled_back"]

@@ -20,8 +20,8 @@ in this process that the registry names for four deployments, each dedicated to 
    -> `invalid_json` records under `rejected/_unknown/`, not dead letters;
 6. `x-ms-retry-after-ms` only, field-retry-hint: a 429 asking for 3 s, then a 200 -> a result,
    the retry having waited for the hint;
-7. a content filter, field-content-filter: a 400 with code `content_filter` -> rejected with
-   `error_code: content_filter`, never the prompt.
+7. a content filter, field-content-filter: a 400 with code `content_filter` -> a `filtered`
+   result naming the category (violence), never the prompt, never retried.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from azure.servicebus.exceptions import ServiceBusError
 from azure.storage.blob.aio import BlobServiceClient
 
 from devhost.stack import REGISTRY, SERVICEBUS_CONFIG, LocalStack, StackOptions
+from devhost.tenant_keys import Signers, proven_message
 from shared.storage import names
 
 pytestmark = pytest.mark.slow
@@ -213,9 +214,20 @@ def _request(tenant: str, request_id: str, content: str) -> dict[str, Any]:
     }
 
 
-def _message(sent: Sent, body: bytes) -> ServiceBusMessage:
+def _message(sent: Sent, body: bytes, signers: Signers) -> ServiceBusMessage:
     return ServiceBusMessage(
-        body, message_id=f"m-{sent.request_id}", reply_to=sent.reply_to, content_type=None
+        body,
+        message_id=f"m-{sent.request_id}",
+        reply_to=sent.reply_to,
+        content_type=None,
+        application_properties=_proof(sent, body, signers),  # type: ignore[arg-type]
+    )
+
+
+def _proof(sent: Sent, body: bytes, signers: Signers) -> dict[str, str]:
+    """The tenant proof of `body` as the host hands it over (for an AMQP value: its JSON)."""
+    return signers(sent.tenant).message_properties(
+        body, message_id=f"m-{sent.request_id}", reply_to=sent.reply_to
     )
 
 
@@ -261,12 +273,13 @@ async def _usage_lines(blobs: BlobServiceClient, tenant: str) -> list[dict[str, 
 async def _scenario(settings: dict[str, str], sent: list[Sent]) -> Observed:
     by_kind = {s.kind: s for s in sent}
     junk_ids = {label: f"junk-{label}-{uuid.uuid4()}" for label in ("binary", "nested")}
+    signers = Signers(Path(settings["TENANT_KEYS_FILE"]))
     async with ServiceBusClient.from_connection_string(settings["ServiceBusConnection"]) as bus:
         async with bus.get_queue_sender(names.INFERENCE_REQUESTS) as sender:
             s = by_kind["unencodable"]
             # The bytes a sender's ASCII JSON writer gives for a truncated emoji.
             body = json.dumps(_request(s.tenant, s.request_id, "Hello \ud83d world")).encode()
-            await sender.send_messages(_message(s, body))
+            await sender.send_messages(_message(s, body, signers))
             for kind, content in (
                 ("null_usage", "Which plan has priority support?"),
                 ("huge", "Write the whole handbook."),
@@ -276,12 +289,14 @@ async def _scenario(settings: dict[str, str], sent: list[Sent]) -> Observed:
             ):
                 s = by_kind[kind]
                 body = json.dumps(_request(s.tenant, s.request_id, content)).encode()
-                await sender.send_messages(_message(s, body))
+                await sender.send_messages(_message(s, body, signers))
             s = by_kind["amqp_value"]
+            value = _request(s.tenant, s.request_id, "Which plan is cheapest?")
             await sender.send_messages(
                 AmqpAnnotatedMessage(
-                    value_body=_request(s.tenant, s.request_id, "Which plan is cheapest?"),
+                    value_body=value,
                     properties={"message_id": f"m-{s.request_id}", "reply_to": s.reply_to},
+                    application_properties=_proof(s, json.dumps(value).encode(), signers),  # type: ignore[arg-type]
                 )
             )
             for label, value in (
@@ -420,11 +435,13 @@ def test_every_field_input_gets_its_answer_or_its_reason_and_nothing_is_dead_let
     assert not more
     assert second - first >= RETRY_HINT_MS / 1000 * 0.9, f"retried after {second - first:.2f}s"
 
-    # 7: a content-filter 400: rejected with the service's code, never the prompt.
-    rejected = only_reply("content_filter", "inference.rejected")
-    assert rejected["reason"] == "model_rejected_request"
-    assert rejected["error_code"] == "content_filter"
-    assert SECRET not in json.dumps(rejected)
+    # 7: a content-filter 400: a filtered result with the category, never the prompt.
+    filtered = only_reply("content_filter", "inference.result")
+    assert filtered["status"] == "filtered"
+    assert filtered["message"] is None
+    assert filtered["content_filter"]["stage"] == "prompt"
+    assert [c["category"] for c in filtered["content_filter"]["categories"]] == ["violence"]
+    assert SECRET not in json.dumps(filtered)
     assert len(model.calls[CONTENT_FILTER]) == 1, "a refused request was retried"
 
     assert out.dead_letters == 0
@@ -442,7 +459,9 @@ def short_lock_config(path: Path) -> Path:
     return path
 
 
-async def _around_a_deep_value(connection: str, run: str) -> tuple[set[str], str | None]:
+async def _around_a_deep_value(
+    connection: str, run: str, signers: Signers
+) -> tuple[set[str], str | None]:
     """Send a request, an AMQP value nested 64 deep, another request; the ids answered within
     30 s, and the error the deep value's send raised (None: the broker took it)."""
     ids = [f"before-{run}", f"after-{run}"]
@@ -451,7 +470,9 @@ async def _around_a_deep_value(connection: str, run: str) -> tuple[set[str], str
         async with bus.get_queue_sender(names.INFERENCE_REQUESTS) as sender:
             body = json.dumps(_request("tailwind", ids[0], "Which plan is cheapest?")).encode()
             await sender.send_messages(
-                ServiceBusMessage(body, message_id=f"m-{ids[0]}", reply_to="replies-tailwind")
+                proven_message(
+                    signers("tailwind"), body, message_id=f"m-{ids[0]}", reply_to="replies-tailwind"
+                )
             )
             try:
                 await sender.send_messages(
@@ -464,7 +485,9 @@ async def _around_a_deep_value(connection: str, run: str) -> tuple[set[str], str
                 refused = type(exc).__name__
             body = json.dumps(_request("tailwind", ids[1], "Which plan is cheapest?")).encode()
             await sender.send_messages(
-                ServiceBusMessage(body, message_id=f"m-{ids[1]}", reply_to="replies-tailwind")
+                proven_message(
+                    signers("tailwind"), body, message_id=f"m-{ids[1]}", reply_to="replies-tailwind"
+                )
             )
         answered: set[str] = set()
         deadline = time.monotonic() + 30
@@ -491,7 +514,9 @@ def test_an_amqp_value_too_deep_for_the_sdk_to_receive_does_not_stall_the_queue(
     )
     with LocalStack(options) as stack:
         answered, refused = asyncio.run(
-            _around_a_deep_value(stack.app_settings()["ServiceBusConnection"], run)
+            _around_a_deep_value(
+                stack.app_settings()["ServiceBusConnection"], run, Signers(stack.keys_file)
+            )
         )
     assert answered == {f"before-{run}", f"after-{run}"}, (
         f"answered {sorted(answered)} of before/after within 30 s (deep value refused at send: "

@@ -26,6 +26,7 @@ from devhost.demo import (
     simulator_stats,
 )
 from devhost.stack import MODELS_CONFIG, SERVICEBUS_CONFIG, LocalStack, StackOptions
+from devhost.tenant_keys import Signers
 from shared.storage import names
 
 PER_TENANT = 100
@@ -64,7 +65,8 @@ async def _scenario(stack: LocalStack) -> tuple[list[Tally], Tally, bool]:
     killed = False
     async with ServiceBusClient.from_connection_string(settings["ServiceBusConnection"]) as bus:
         await asyncio.gather(
-            *(play_tenant(bus, t, PER_TENANT) for t in tallies), play_stranger(bus, stranger)
+            *(play_tenant(bus, t, PER_TENANT, signers=Signers(stack.keys_file)) for t in tallies),
+            play_stranger(bus, stranger),
         )
         deadline = time.monotonic() + 240
         collecting = asyncio.gather(
@@ -106,7 +108,9 @@ def test_three_tenants_every_request_accounted_for_across_a_host_crash(tmp_path:
         assert len(t.rejected) == 1  # the request it sent without messages
         assert results[t.tenant] == PER_TENANT
     assert not stranger.pending
-    assert len(stranger.rejected) == 2
+    # garbage, an unknown tenant, and contoso spoofed (no proof; a made-up key) with its reason
+    assert len(stranger.rejected) == 4
+    assert stranger.not_served() == []
     assert routing_violations(stats) == []
     served = {
         t: sum(d["ok"] for d in v["deployments"].values()) for t, v in stats["tenants"].items()
@@ -121,7 +125,8 @@ def test_the_example_tenant_app_gets_its_answer(tmp_path: Path) -> None:
 
     with LocalStack(StackOptions(data_dir=tmp_path)) as stack:
         connection = stack.app_settings()["ServiceBusConnection"]
-        reply = asyncio.run(ask(connection, "contoso", "How do I rotate my API key?", 30))
+        contoso = Signers(stack.keys_file)("contoso")
+        reply = asyncio.run(ask(connection, contoso, "How do I rotate my API key?", 30))
     assert reply["type"] == "inference.result"
     assert reply["tenant_id"] == "contoso"
     assert reply["deployment"] == "contoso-gpt-4o"

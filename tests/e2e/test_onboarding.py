@@ -20,15 +20,16 @@ from typing import Any
 
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
-from azure.servicebus import ServiceBusMessage
 from azure.servicebus.aio import ServiceBusClient
 from azure.storage.blob.aio import BlobServiceClient
 
 from devhost.__main__ import stack_env
 from devhost.envfile import write_env_file
 from devhost.stack import REGISTRY_BLOB, LocalStack, StackOptions
+from devhost.tenant_keys import Signers, proven_message
 from examples.tenant_app import ask
 from shared.admin.queues import admin_client
+from shared.security.sign import TenantSigner
 from shared.storage import names
 
 pytestmark = pytest.mark.slow
@@ -66,7 +67,8 @@ def _admin(env_file: Path, *args: str) -> dict[str, Any]:
     return result
 
 
-async def _send_broken(connection: str, tenant: str) -> str:
+async def _send_broken(connection: str, signer: TenantSigner) -> str:
+    tenant = signer.tenant_id
     message_id = str(uuid.uuid4())
     body = {
         "type": "inference.request",
@@ -77,7 +79,9 @@ async def _send_broken(connection: str, tenant: str) -> str:
     bus = ServiceBusClient.from_connection_string(connection)
     async with bus, bus.get_queue_sender(names.INFERENCE_REQUESTS) as sender:
         await sender.send_messages(
-            ServiceBusMessage(json.dumps(body), message_id=message_id, reply_to=f"replies-{tenant}")
+            proven_message(
+                signer, json.dumps(body), message_id=message_id, reply_to=f"replies-{tenant}"
+            )
         )
     return message_id
 
@@ -105,11 +109,15 @@ def test_add_answer_inspect_remove(stack: tuple[LocalStack, Path]) -> None:
     assert added["connection"] == settings["ServiceBusConnection"]
     assert added["waited_s"] == REFRESH_S
     assert time.monotonic() - started >= REFRESH_S
+    # Its first proof key, made and shown once, and stored where the app reads it.
+    assert added["key"]["created"] is True
+    northwind = TenantSigner("northwind", added["key"]["id"], added["key"]["secret"])
+    assert Signers(running.keys_file)("northwind") == northwind
 
-    reply = asyncio.run(ask(added["connection"], "northwind", "Which plan?", 60))
+    reply = asyncio.run(ask(added["connection"], northwind, "Which plan?", 60))
     assert reply["type"] == "inference.result"
     assert reply["tenant_id"] == "northwind"
-    broken = asyncio.run(_send_broken(settings["ServiceBusConnection"], "northwind"))
+    broken = asyncio.run(_send_broken(settings["ServiceBusConnection"], northwind))
     _wait_for(
         lambda: asyncio.run(
             _blob_names(settings["AzureWebJobsStorage"], names.REJECTED_CONTAINER, "northwind/")
@@ -157,7 +165,7 @@ def test_add_answer_inspect_remove(stack: tuple[LocalStack, Path]) -> None:
 
     asyncio.run(queue_gone())
     time.sleep(REFRESH_S + 0.5)
-    after = asyncio.run(_send_broken(settings["ServiceBusConnection"], "northwind"))
+    after = asyncio.run(_send_broken(settings["ServiceBusConnection"], northwind))
     _wait_for(
         lambda: (
             f"{names.UNKNOWN_TENANT_PREFIX}/{after}.json"
@@ -221,6 +229,7 @@ def test_the_postprovision_hook_writes_a_registry_the_app_serves(
     assert "kept" in again.stdout
 
     time.sleep(REFRESH_S + 0.5)
-    reply = asyncio.run(ask(settings["ServiceBusConnection"], "tailwind", "Hello?", 60))
+    tailwind = Signers(running.keys_file)("tailwind")
+    reply = asyncio.run(ask(settings["ServiceBusConnection"], tailwind, "Hello?", 60))
     assert reply["type"] == "inference.result"
     assert reply["deployment"] == "gpt-4o-mini-pool-a"  # the only deployment the hook wrote

@@ -18,11 +18,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from azure.servicebus import ServiceBusMessage, ServiceBusSubQueue
+from azure.servicebus import ServiceBusSubQueue
 from azure.servicebus.aio import ServiceBusClient
 
 from devhost.demo import Resilience, install_faults
 from devhost.stack import MODELS_CONFIG, LocalStack, StackOptions
+from devhost.tenant_keys import Signers, proven_message
 from shared.storage import names
 
 BURST = 60  # three 10-second windows of the throttled deployment, sent at once
@@ -38,7 +39,9 @@ def throttled_contoso(path: Path) -> Path:
     return path
 
 
-async def _burst(connection: str, models_url: str) -> tuple[Counter[str], dict[str, str], int]:
+async def _burst(
+    connection: str, models_url: str, signers: Signers
+) -> tuple[Counter[str], dict[str, str], int]:
     """Send the burst; return replies per request id, each reply's status, dead letters."""
     fault = {"deployment": "contoso-gpt-4o", "kind": "429", "count": 1, "retry_after_s": 12}
     await install_faults(models_url, [fault])
@@ -48,7 +51,8 @@ async def _burst(connection: str, models_url: str) -> tuple[Counter[str], dict[s
     async with ServiceBusClient.from_connection_string(connection) as bus:
         async with bus.get_queue_sender(names.INFERENCE_REQUESTS) as sender:
             batch = [
-                ServiceBusMessage(
+                proven_message(
+                    signers("contoso"),
                     json.dumps(
                         {
                             "tenant_id": "contoso",
@@ -92,7 +96,11 @@ def test_three_times_capacity_every_request_answered_once_nothing_dead_lettered(
     with LocalStack(options) as stack:
         settings = stack.app_settings()
         replies, status, dead = asyncio.run(
-            _burst(settings["ServiceBusConnection"], settings["AZURE_OPENAI_ENDPOINT"])
+            _burst(
+                settings["ServiceBusConnection"],
+                settings["AZURE_OPENAI_ENDPOINT"],
+                Signers(stack.keys_file),
+            )
         )
         seen = Resilience.from_log(stack.logs / "host.log")
 

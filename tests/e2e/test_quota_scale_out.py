@@ -20,12 +20,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from azure.servicebus import ServiceBusMessage, ServiceBusSubQueue
+from azure.servicebus import ServiceBusSubQueue
 from azure.servicebus.aio import ServiceBusClient
 
 from devhost.demo import Resilience, log_fields, simulator_stats
 from devhost.processes import free_port
 from devhost.stack import REGISTRY, FunctionsHostProcess, LocalStack, StackOptions
+from devhost.tenant_keys import Signers, proven_message
 from shared.storage import names
 
 QUOTA_RPM = 20
@@ -49,7 +50,7 @@ async def _inside_one_minute(needed_s: float) -> None:
         await asyncio.sleep(60 - into + 0.5)
 
 
-async def _burst(connection: str) -> int:
+async def _burst(connection: str, signers: Signers) -> int:
     await _inside_one_minute(needed_s=25)
     async with ServiceBusClient.from_connection_string(connection) as bus:
         async with bus.get_queue_sender(names.INFERENCE_REQUESTS) as sender:
@@ -62,7 +63,7 @@ async def _burst(connection: str) -> int:
                     "messages": [{"role": "user", "content": "Which plan has SSO?"}],
                     "parameters": {"max_tokens": 16},
                 }
-                batch.append(ServiceBusMessage(json.dumps(body), message_id=rid))
+                batch.append(proven_message(signers("tailwind"), json.dumps(body), message_id=rid))
             await sender.send_messages(batch)
         await asyncio.sleep(20)  # well inside the minute: every message has been handled once
         async with bus.get_queue_receiver(
@@ -95,7 +96,8 @@ def test_two_host_instances_together_stay_within_the_tenants_quota(tmp_path: Pat
         ).start()
         try:
             started = time.monotonic()
-            dead = asyncio.run(_burst(stack.app_settings()["ServiceBusConnection"]))
+            connection = stack.app_settings()["ServiceBusConnection"]
+            dead = asyncio.run(_burst(connection, Signers(stack.keys_file)))
             assert time.monotonic() - started < 55, "the check must fall inside one minute"
             stats = asyncio.run(simulator_stats(stack.app_settings()["AZURE_OPENAI_ENDPOINT"]))
         finally:

@@ -163,7 +163,9 @@ async def test_a_rejected_row_is_in_the_results_with_its_rejection(
     progress = await handle_batch_upload(name, runtime)
     assert progress is not None
     model.failures.append(
-        ModelRequestRejected("400", deployment="x", status_code=400, error_code="content_filter")
+        ModelRequestRejected(
+            "400", deployment="x", status_code=400, error_code="context_length_exceeded"
+        )
     )
     await serve_all(runtime, sender)
     _, body = await batch_progress_response("tailwind", progress.batch_id, runtime)
@@ -172,7 +174,7 @@ async def test_a_rejected_row_is_in_the_results_with_its_rejection(
     assert final.results_blob is not None
     results = await lines_of(blobs, *final.results_blob.split("/", 1))
     assert [(r["line"], r["status"]) for r in results] == [(1, "rejected"), (2, "succeeded")]
-    assert results[0]["rejection"]["error_code"] == "content_filter"
+    assert results[0]["rejection"]["error_code"] == "context_length_exceeded"
 
 
 async def test_an_oversize_file_is_refused_and_nothing_sent(

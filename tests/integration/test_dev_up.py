@@ -77,6 +77,7 @@ def test_sigterm_to_a_background_dev_py_stops_every_part(tmp_path: Path) -> None
     assert "stopped." in text
     assert "Traceback" not in text
     assert not [p for p in ports if _listening(p)]
+    assert not (data / "devhost.env").exists()  # no stale endpoints for tools to wait on
 
 
 def test_a_dead_part_is_named_and_up_exits_non_zero(tmp_path: Path) -> None:

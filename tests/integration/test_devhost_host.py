@@ -32,6 +32,7 @@ from devhost.host import READY_TEXT, FunctionsHost, HostStartupError
 from devhost.host.blob_trigger import HOSTS_CONTAINER, POISON_CONTAINER
 from devhost.models import RunningSimulator
 from devhost.servicebus.launcher import BrokerProcess
+from devhost.tenant_keys import Signers, ensure_tenant_keys, proven_message
 from shared.storage import names
 from tests.integration.sample_app.recorder import read_events
 
@@ -472,9 +473,9 @@ async def test_the_real_function_app_serves_an_inference_request(
     blobs: BlobServiceClient,
     host_processes: list[HostProcess],
 ) -> None:
-    process = HostProcess(
-        ["--script-root", str(ROOT)], tmp_path / "host.log", cwd=ROOT, env=stack_settings
-    )
+    keys = ensure_tenant_keys(tmp_path / "tenant-keys.json", ROOT / "devhost" / "registry.json")
+    env = {**stack_settings, "TENANT_KEYS_FILE": str(keys)}  # TENANT_PROOF: required (default)
+    process = HostProcess(["--script-root", str(ROOT)], tmp_path / "host.log", cwd=ROOT, env=env)
     host_processes.append(process)
     assert "infer" in await process.ready()
     request_id = f"r-{uuid.uuid4().hex}"
@@ -487,7 +488,8 @@ async def test_the_real_function_app_serves_an_inference_request(
         "parameters": {"max_tokens": 16},
     }
     async with ServiceBusClient.from_connection_string(broker.connection_string) as client:
-        await send(client, names.INFERENCE_REQUESTS, ServiceBusMessage(json.dumps(body)))
+        message = proven_message(Signers(keys)("tailwind"), json.dumps(body), message_id=request_id)
+        await send(client, names.INFERENCE_REQUESTS, message)
         result = blobs.get_blob_client(names.RESULTS_CONTAINER, f"tailwind/{request_id}.json")
         deadline = time.monotonic() + 30
         while not await result.exists():

@@ -210,10 +210,10 @@ async def test_a_restarted_runner_resumes_its_job_from_the_checkpoint(
     the same folder runs the job again and the trainer resumes from its checkpoint."""
     spec = await _spec(azurite, "ftj-local-restart", _jsonl(32, 7))
 
-    def runner_process() -> JobRunnerProcess:
+    def runner_process(simulator_url: str = simulator.url) -> JobRunnerProcess:
         return JobRunnerProcess(
             storage_connection=azurite.connection_string,
-            simulator_url=simulator.url,
+            simulator_url=simulator_url,
             work_dir=tmp_path / "work",
             log_path=tmp_path / "runner.log",
         )
@@ -240,8 +240,23 @@ async def test_a_restarted_runner_resumes_its_job_from_the_checkpoint(
         trained = await backend.outputs("ftj-local-restart")
         assert int(trained.lineage["resumed_from_step"]) > 0
         assert trained.metrics["steps"] == 40
+        await backend.deploy(trained, deployment="fabrikam-ft-restart", spec=spec)
     finally:
         second.stop()
+    # The whole stack restarts (`dev.py up --keep-data`): a new simulator knows nothing of the
+    # candidate; the runner deploys it again when it starts, so a promoted model never 404s.
+    fresh = start_simulator_in_thread(make_models_config())
+    third = runner_process(fresh.url).start()
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{fresh.url}/admin/deployments") as response,
+        ):
+            listed = json.dumps(await response.json())
+        assert "fabrikam-ft-restart" in listed
+    finally:
+        third.stop()
+        fresh.stop()
 
 
 async def test_an_unreachable_runner_is_retryable() -> None:

@@ -524,7 +524,8 @@ class Run:
         lines: list[dict[str, Any]] = []
         for name in self.store.names(names.USAGE_CONTAINER):
             text = self.store.text(names.USAGE_CONTAINER, name)
-            lines += [json.loads(line) for line in text.splitlines() if line]
+            # "\n" only: a JSON line may hold U+0085 or U+2028, which str.splitlines splits on.
+            lines += [json.loads(line) for line in text.split("\n") if line]
         return lines
 
 
@@ -544,7 +545,7 @@ async def deliver(registry: Registry, delivery: Delivery, answers: list[Answer])
     )
     try:
         run.outcome = await handle_inference_request(delivery.message(), runtime)
-        if run.outcome is Outcome.COMPLETED:
+        if run.outcome in (Outcome.COMPLETED, Outcome.FILTERED):
             run.calls_before_redelivery = script.calls
             run.redelivered = await handle_inference_request(delivery.message(), runtime)
     except ModelConfigurationError as exc:
@@ -569,12 +570,17 @@ def check(run: Run, delivery: Delivery) -> None:
         return
 
     assert isinstance(run.outcome, Outcome)
-    if run.outcome is Outcome.COMPLETED:
+    if run.outcome in (Outcome.COMPLETED, Outcome.FILTERED):  # FILTERED: a content filter's
         [result] = results.values()
         [line] = usage
         assert rejected == {}
-        assert result["status"] == "succeeded"
-        assert isinstance(result["message"]["content"], str)
+        if run.outcome is Outcome.FILTERED:  # a result without the text, metered as filtered
+            assert result["status"] == "filtered"
+            assert result["message"] is None
+            assert line["content_filter"] == result["content_filter"]["stage"]
+        else:
+            assert result["status"] == "succeeded"
+            assert isinstance(result["message"]["content"], str)
         assert result["usage"] == {
             "prompt_tokens": line["prompt_tokens"],
             "completion_tokens": line["completion_tokens"],

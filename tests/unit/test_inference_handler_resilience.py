@@ -209,7 +209,8 @@ async def test_a_missing_reply_queue_is_logged_and_not_retried_forever() -> None
     assert replies.sent == []
 
 
-@pytest.mark.parametrize("code", ["content_filter", "context_length_exceeded"])
+# A content filter's 400 is a `filtered` result: tests/security/test_content_filter.py
+@pytest.mark.parametrize("code", ["invalid_prompt", "context_length_exceeded"])
 async def test_a_refusal_carries_the_services_error_code(code: str) -> None:
     refusal = ModelRequestRejected("400", deployment="d", status_code=400, error_code=code)
     replies, store = RecordingReplySender(), MemoryBlobStore()

@@ -8,6 +8,8 @@ from devhost.azurite import connection_string
 from shared.inference.model_clients import ModelClients
 from shared.inference.replies import ServiceBusReplySender, UnconfiguredReplySender
 from shared.runtime import Runtime, close_runtime, get_runtime, set_runtime
+from shared.security.content_safety import ContentSafetyGuard
+from shared.security.tenant_senders import ProvingReplySender
 from shared.settings import Settings
 from shared.storage.blob_store import AzureBlobStore
 from shared.tenancy.registry_source import RegistrySource
@@ -25,8 +27,11 @@ async def test_the_local_stack_needs_no_identity() -> None:
     runtime = Runtime.from_settings(Settings.model_validate(LOCAL))
     assert runtime.credential is None
     assert isinstance(runtime.store, AzureBlobStore)
-    assert isinstance(runtime.replies, ServiceBusReplySender)
-    assert isinstance(runtime.models, ModelClients)
+    # TENANT_PROOF is required by default: the app's own copies leave through a proving port.
+    assert isinstance(runtime.replies, ProvingReplySender)
+    assert isinstance(runtime.replies.inner, ServiceBusReplySender)
+    assert isinstance(runtime.models, ContentSafetyGuard)  # passes unflagged deployments through
+    assert isinstance(runtime.models.inner, ModelClients)
     assert isinstance(runtime.registry, RegistrySource)
     await runtime.close()
 
@@ -42,14 +47,16 @@ async def test_azure_uses_the_managed_identity() -> None:
     runtime = Runtime.from_settings(settings)
     assert runtime.credential is not None
     assert isinstance(runtime.store, AzureBlobStore)
-    assert isinstance(runtime.replies, ServiceBusReplySender)
+    assert isinstance(runtime.replies, ProvingReplySender)
+    assert isinstance(runtime.replies.inner, ServiceBusReplySender)
     await runtime.close()
 
 
 async def test_without_service_bus_settings_replies_are_refused_not_dropped() -> None:
     settings = Settings.model_validate({k: v for k, v in LOCAL.items() if "ServiceBus" not in k})
     runtime = Runtime.from_settings(settings)
-    assert isinstance(runtime.replies, UnconfiguredReplySender)
+    assert isinstance(runtime.replies, ProvingReplySender)
+    assert isinstance(runtime.replies.inner, UnconfiguredReplySender)
     await runtime.close()
 
 

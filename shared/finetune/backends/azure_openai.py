@@ -101,6 +101,7 @@ from shared.finetune.backends.port import (
     TrainingSpec,
 )
 from shared.inference.model_errors import retry_after_seconds
+from shared.security.paths import tenant_path
 from shared.storage import names
 from shared.storage.blob_store import BlobStore, ConditionFailed
 
@@ -164,7 +165,7 @@ class JobLink(BaseModel):
 
 
 def link_blob_name(tenant_id: str, job_id: str) -> str:
-    return f"{tenant_id}/{job_id}.aoai.json"
+    return tenant_path(tenant_id, job_id, suffix=".aoai.json")
 
 
 def is_transient(error: BaseException) -> bool:

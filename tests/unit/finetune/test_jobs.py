@@ -24,7 +24,7 @@ NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
 def record(job_key: str = "fabrikam.dft-1") -> JobRecord:
     return JobRecord(
-        job_id=job_id_for(job_key),
+        job_id=job_id_for("fabrikam", job_key),
         job_key=job_key,
         tenant_id="fabrikam",
         scope="tenant",
@@ -37,10 +37,12 @@ def record(job_key: str = "fabrikam.dft-1") -> JobRecord:
 
 
 def test_job_ids_are_stable_and_safe() -> None:
-    assert job_id_for("fabrikam.dft-1") == job_id_for("fabrikam.dft-1")
-    assert job_id_for("fabrikam.dft-1") != job_id_for("fabrikam.dft-2")
-    assert job_id_for("../../x").startswith("ftj-")
-    assert "/" not in job_id_for("../../x")
+    assert job_id_for("fabrikam", "fabrikam.dft-1") == job_id_for("fabrikam", "fabrikam.dft-1")
+    assert job_id_for("fabrikam", "fabrikam.dft-1") != job_id_for("fabrikam", "fabrikam.dft-2")
+    # one key, two tenants: two jobs (a runner keyed by job id never mixes them up)
+    assert job_id_for("fabrikam", "k") != job_id_for("northwind", "k")
+    assert job_id_for("fabrikam", "../../x").startswith("ftj-")
+    assert "/" not in job_id_for("fabrikam", "../../x")
 
 
 def test_terminal_states_lead_nowhere_and_every_state_is_in_the_table() -> None:

@@ -343,6 +343,7 @@ async def test_over_the_gpu_budget_the_job_is_rejected_with_the_numbers() -> Non
         ({"base": {"deployment": "gpt-4o-mini-pool-b"}}, "base_not_tunable"),
         ({"sha256": "0" * 64}, "dataset_checksum_mismatch"),
         ({"job_key": "../../etc"}, "invalid_request"),
+        ({"job_key": "tailwind.dft-1"}, "job_key_not_tenants"),
     ],
 )
 async def test_each_bad_request_is_rejected_with_its_reason(
@@ -462,3 +463,48 @@ async def test_a_gate_that_never_gets_answers_rejects_after_its_patience() -> No
     done = await loop.runtime.jobs.get("fabrikam", job.job_id)
     assert done.state is JobState.REJECTED
     assert "could not be answered now" in done.history[-1].reason
+
+
+async def test_repeated_examples_count_once_and_never_cross_the_split() -> None:
+    """A file whose lines repeat (one upload pooled under several names) must not leak held-out
+    prompts into training, nor pass for a large dataset (the check fails on a line-hash split)."""
+    loop = await make_loop()
+    rows = [example(i % 20) for i in range(60)]  # 20 distinct examples, each 3 times
+    rows += [  # a prompt asked twice with two answers: both on one side
+        {"messages": [example(0)["messages"][0], {"role": "assistant", "content": "other"}]}
+    ]
+    data = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    digest = hashlib.sha256(data).hexdigest()
+    await loop.store.put(names.TRAINING_CONTAINER, "fabrikam/ds-dup.jsonl", data)
+    manifest = {"sha256": digest, "tenants": ["fabrikam"]}
+    await loop.store.put(
+        names.TRAINING_CONTAINER, "fabrikam/ds-dup.manifest.json", json.dumps(manifest).encode()
+    )
+    body = request("training/fabrikam/ds-dup.jsonl", digest, key="fabrikam.dft-dup")
+    job = await loop.runtime.finetune_intake.handle_message(message(body))
+    assert isinstance(job, JobRecord)
+    assert job.train_examples + job.heldout_examples == 21
+    train = loop.store.text(names.TRAINING_CONTAINER, "fabrikam/ds-dup.train.jsonl")
+    held = loop.store.text(names.TRAINING_CONTAINER, "fabrikam/ds-dup.heldout.jsonl")
+
+    def prompts(text: str) -> set[str]:
+        return {json.dumps(json.loads(x)["messages"][:-1]) for x in text.splitlines()}
+
+    assert prompts(train).isdisjoint(prompts(held))
+    assert len(held.splitlines()) == len(set(held.splitlines()))
+    few = "".join(json.dumps(example(i % 5)) + "\n" for i in range(40)).encode()
+    few_digest = hashlib.sha256(few).hexdigest()
+    await loop.store.put(names.TRAINING_CONTAINER, "fabrikam/ds-few.jsonl", few)
+    await loop.store.put(
+        names.TRAINING_CONTAINER,
+        "fabrikam/ds-few.manifest.json",
+        json.dumps({"sha256": few_digest, "tenants": ["fabrikam"]}).encode(),
+    )
+    refused = await loop.runtime.finetune_intake.handle_message(
+        message(
+            request("training/fabrikam/ds-few.jsonl", few_digest, key="fabrikam.dft-few"), "m-f"
+        )
+    )
+    assert not isinstance(refused, JobRecord)
+    assert refused.reason == "dataset_too_small"
+    assert "5 distinct examples" in refused.detail

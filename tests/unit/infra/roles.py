@@ -18,6 +18,8 @@ COGNITIVE_SERVICES_OPENAI_CONTRIBUTOR: Final = "a001fd3d-188f-4b5d-821b-7da978bf
 MONITORING_METRICS_PUBLISHER: Final = "3913510d-42f4-4e42-8a64-420c390055eb"
 AZUREML_DATA_SCIENTIST: Final = "f6c7c914-8db3-469d-8ca1-694a8f32e121"
 ACR_PULL: Final = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
+KEY_VAULT_SECRETS_USER: Final = "4633458b-17de-408a-b874-0445c86b69e6"
+KEY_VAULT_SECRETS_OFFICER: Final = "b86a8fe4-44ce-4948-aee5-eccb2c155cd7"
 
 # Every role this system may assign: data-plane roles, or narrowly scoped ones.
 ALLOWED: Mapping[str, str] = {
@@ -36,6 +38,17 @@ ALLOWED: Mapping[str, str] = {
     MONITORING_METRICS_PUBLISHER: "Monitoring Metrics Publisher",
     AZUREML_DATA_SCIENTIST: "AzureML Data Scientist",
     ACR_PULL: "AcrPull",
+    # Tenant proof keys (shared/security/keys.py), on the tenant key vault only (VAULT_SCOPED_ONLY):
+    # the app reads secret values, the operator who onboards tenants writes them. Neither manages
+    # the vault or its access (Key Vault Administrator stays forbidden).
+    KEY_VAULT_SECRETS_USER: "Key Vault Secrets User",
+    KEY_VAULT_SECRETS_OFFICER: "Key Vault Secrets Officer",
+}
+
+# Roles allowed only on the tenant key vault (module, param), each for one principal.
+VAULT_SCOPED_ONLY: Mapping[str, tuple[str, str, str]] = {
+    KEY_VAULT_SECRETS_USER: ("tenantKeys", "roleAssignments", "appIdentity"),
+    KEY_VAULT_SECRETS_OFFICER: ("tenantKeys", "roleAssignments", "principalId"),
 }
 
 # Roles never to be assigned: they manage resources or access, or own the data.

@@ -169,6 +169,8 @@ DATA_PLANE_ACCESS = (
            roles.AZUREML_DATA_SCIENTIST),
     Access("upload AML job code snapshots, read job outputs", "ml", "storageRoleAssignments",
            roles.STORAGE_BLOB_DATA_CONTRIBUTOR),
+    Access("read the tenants' proof keys (shared/security/keys.py)", "tenantKeys",
+           "roleAssignments", roles.KEY_VAULT_SECRETS_USER),
 )  # fmt: skip
 
 

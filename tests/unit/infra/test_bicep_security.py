@@ -81,9 +81,11 @@ def test_storage_accounts_are_keyless_private_and_tls12() -> None:
 
 
 def test_key_vault_and_registry_are_keyless() -> None:
-    ((_, _, vault),) = bicep.all_resources("Microsoft.KeyVault/vaults")
-    assert _props(vault)["enableRbacAuthorization"] is True
-    assert _props(vault)["enablePurgeProtection"] is True
+    vaults = bicep.all_resources("Microsoft.KeyVault/vaults")  # AML's, and the tenant keys'
+    assert len(vaults) == 2
+    for _, _, vault in vaults:
+        assert _props(vault)["enableRbacAuthorization"] is True
+        assert _props(vault)["enablePurgeProtection"] is True
     ((_, _, registry),) = bicep.all_resources("Microsoft.ContainerRegistry/registries")
     assert _props(registry)["adminUserEnabled"] is False
     assert _props(registry)["anonymousPullEnabled"] is False
@@ -333,6 +335,8 @@ DEVELOPER_ROLES = {
     ("serviceBus", "roleAssignments", roles.SERVICE_BUS_DATA_SENDER),
     ("openAi", "roleAssignments", roles.COGNITIVE_SERVICES_OPENAI_USER),
     ("aiServices", "roleAssignments", roles.COGNITIVE_SERVICES_USER),
+    # the operator who ran azd writes tenant proof keys (shared.admin tenants add / rotate-key)
+    ("tenantKeys", "roleAssignments", roles.KEY_VAULT_SECRETS_OFFICER),
 }
 
 

@@ -1,0 +1,1 @@
+"""Tenant proof, safe ids and blob paths, content safety (issue 12)."""
