@@ -50,6 +50,7 @@ from shared.admin.tenants import (
     add_tenant,
     check_tenant_id,
     find_tenant,
+    leftover_data,
     owned_deployments,
     remove_tenant,
     reply_queue_name,
@@ -122,6 +123,11 @@ def parser() -> argparse.ArgumentParser:
         choices=["ServicePrincipal", "User", "Group"],
     )
     add.add_argument("--no-wait", action="store_true", help="do not wait for the app's reload")
+    add.add_argument(
+        "--reuse-data",
+        action="store_true",
+        help="take over the data a removed tenant of this id left (refused otherwise)",
+    )
 
     rotate = sub.add_parser("rotate-key", help="a second proof key for a rollover")
     rotate.add_argument("tenant_id")
@@ -173,6 +179,15 @@ async def _add(args: argparse.Namespace, c: Connections, out: Out) -> dict[str, 
         policy=policy,
         fallback_to_pooled=args.fallback_to_pooled,
     )
+    known = find_tenant((await c.registry.read()).document, tenant_id) is not None
+    if not known and c.blobs is not None and not args.reuse_data:
+        held = await leftover_data(c.blobs, tenant_id)
+        if held:
+            raise AdminError(
+                f"tenant id {tenant_id} was used before: its data is still in "
+                f"{', '.join(held)}; choose another id, or pass --reuse-data to take that data "
+                "over knowingly (`tenants remove` keeps a tenant's data)"
+            )
     stored = await c.registry.update(add_tenant(spec))
     tenant = find_tenant(stored.document, tenant_id)
     out(f"registry: tenant {tenant_id} ({args.mode}) in {c.registry.reference}")

@@ -112,6 +112,11 @@ class Connections:
     _blobs: BlobStore | None
     _credential: AsyncTokenCredential | None
 
+    @property
+    def blobs(self) -> BlobStore | None:
+        """The app's storage, when the registry is a blob in it (else None)."""
+        return self._blobs
+
     @classmethod
     def open(cls, settings: AdminSettings, *, need_queues: bool = True) -> Connections:
         credential: AsyncTokenCredential | None = None

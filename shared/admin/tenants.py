@@ -27,6 +27,7 @@ from typing import Any
 
 from shared.contracts import TENANT_ID_PATTERN
 from shared.storage import names
+from shared.storage.blob_store import BlobStore
 from shared.tenancy.registry import IsolationMode
 from shared.tenancy.registry_store import Change, Document
 
@@ -189,3 +190,16 @@ def owned_deployments(document: Document, tenant_id: str) -> list[str]:
         for d in document.get("deployments", [])
         if isinstance(d, dict) and d.get("owner_tenant") == tenant_id
     ]
+
+
+async def leftover_data(store: BlobStore, tenant_id: str) -> list[str]:
+    """The app's containers that still hold blobs under `<tenant_id>/` (a removed tenant's data
+    stays: results, usage, feedback, training pool, jobs, models). A new tenant must not take it
+    over by reusing the id unknowingly."""
+    held = []
+    for container in names.CONTAINERS:
+        if container == names.CONFIG_CONTAINER:
+            continue
+        if await store.list_names(container, f"{tenant_id}/"):
+            held.append(container)
+    return held
