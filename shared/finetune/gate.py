@@ -56,11 +56,19 @@ JUDGE_SYSTEM: Final = (
 )
 _ARTICLES: Final = re.compile(r"\b(a|an|the)\b")
 _DIGIT: Final = re.compile(r"[1-5]")
+JUDGE_MAX_TOKENS: Final = 5
+"""The judge answers one digit: a small max_tokens keeps its calls cheap on the tenant's quota."""
 
 
 class GateDeferred(Exception):
-    """Too many answers could not be had now (a deployment busy, its breaker open): no decision
-    yet; the watcher asks again on a later tick."""
+    """Too many answers could not be had now (a deployment busy, its breaker open, the tenant's
+    quota spent): no decision yet; the watcher asks again on a later tick. `partial` holds the
+    pairs scored so far (by example index), which the next try starts from, so a gate whose
+    examples take more than one tick's quota still gets there."""
+
+    def __init__(self, message: str, partial: dict[int, list[float | None]]) -> None:
+        super().__init__(message)
+        self.partial = partial
 
 
 class _Unavailable(Exception):
@@ -172,34 +180,39 @@ class EvaluationGate:
         candidate: str,
         current: str,
         examples: Sequence[HeldOutExample],
+        partial: dict[int, list[float | None]] | None = None,
     ) -> dict[str, Any]:
-        """Score both deployments on the examples and decide. The result (JSON-ready) has:
-        decision (promote | reject), reason, examples, failures, scorer, margin, confidence,
-        current {deployment, mean}, candidate {deployment, mean}, mean_difference, lower, upper."""
+        """Score both deployments on the examples (those not in `partial` already) and decide.
+        The result (JSON-ready) has: decision (promote | reject), reason, examples, failures,
+        scorer, margin, confidence, current {deployment, mean}, candidate {deployment, mean},
+        mean_difference, lower, upper. Raises GateDeferred (with the pairs so far)."""
         chosen = list(examples)[: self.policy.max_examples]
         judge = self._judge_for(registry, tenant)
         gate = asyncio.Semaphore(self.policy.concurrency)
+        done: dict[int, list[float | None]] = {
+            int(k): v for k, v in (partial or {}).items() if 0 <= int(k) < len(chosen)
+        }
 
-        async def score_pair(
-            example: HeldOutExample,
-        ) -> tuple[float | None, float | None] | None:
+        async def score_pair(index: int, example: HeldOutExample) -> None:
             async with gate:
                 try:
-                    return (
+                    done[index] = [
                         await self._score(registry, tenant, candidate, example, judge),
                         await self._score(registry, tenant, current, example, judge),
-                    )
+                    ]
                 except _Unavailable:
-                    return None
+                    return
 
-        scored = await asyncio.gather(*(score_pair(e) for e in chosen))
-        unavailable = sum(1 for s in scored if s is None)
+        await asyncio.gather(*(score_pair(i, e) for i, e in enumerate(chosen) if i not in done))
+        unavailable = len(chosen) - len(done)
         if unavailable > self.policy.max_unavailable_share * max(len(chosen), 1):
             raise GateDeferred(
-                f"{unavailable} of {len(chosen)} held-out examples could not be answered now "
-                "(a deployment is busy or its circuit breaker is open)"
+                f"{unavailable} of {len(chosen)} held-out examples could not be answered yet "
+                "(a deployment is busy or its circuit breaker is open, or the tenant's quota is "
+                "spent); the next try goes on from the ones scored",
+                done,
             )
-        pairs = [s for s in scored if s is not None]
+        pairs = [(v[0], v[1]) for _, v in sorted(done.items())]
         kept = [(c, k) for c, k in pairs if c is not None and k is not None]
         result: dict[str, Any] = {
             "examples": len(kept),
@@ -273,6 +286,7 @@ class EvaluationGate:
                 ),
             ),
             judge_call=True,
+            max_tokens=JUDGE_MAX_TOKENS,
         )
         found = _DIGIT.search(verdict or "")
         return None if found is None else (int(found.group(0)) - 1) / 4
@@ -285,6 +299,7 @@ class EvaluationGate:
         prompt: Sequence[ChatMessage],
         *,
         judge_call: bool = False,
+        max_tokens: int | None = None,
     ) -> str | None:
         target = registry.deployment_by_name.get(deployment)
         if target is None:
@@ -296,7 +311,9 @@ class EvaluationGate:
                 registry,
                 pinned(tenant, deployment),
                 prompt,
-                InferenceParameters(max_tokens=self.policy.max_tokens, temperature=0.0),
+                InferenceParameters(
+                    max_tokens=max_tokens or self.policy.max_tokens, temperature=0.0
+                ),
             )
         except (TryLater, TransientModelError) as exc:
             raise _Unavailable(str(exc)) from None

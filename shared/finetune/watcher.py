@@ -197,7 +197,9 @@ class JobWatcher:
                 finished = job.finished_at or self._clock()
                 if self._clock() - finished < self._gate_patience:
                     self._not_advanced(job.tenant_id, job.job_id, deferred)
-                    return job
+                    return await self._jobs.amend(
+                        job.tenant_id, job.job_id, _partial(deferred.partial)
+                    )
                 job = await self._move(
                     job,
                     JobState.EVALUATED,
@@ -218,12 +220,14 @@ class JobWatcher:
         request = FinetuneRequest.model_validate(job.request)
         current = tenant.tuned_deployment or request.base.deployment
         examples = held_out_examples(await read_rows(self._store, job.heldout_blob))
+        partial = (job.evaluation or {}).get("partial")
         result = await self._gate.evaluate(
             registry,
             tenant,
             candidate=job.candidate.deployment,
             current=current,
             examples=examples,
+            partial=partial if isinstance(partial, dict) else None,
         )
 
         def scored(record: JobRecord) -> None:
@@ -296,5 +300,14 @@ def _unscored(reason: str) -> Callable[[JobRecord], None]:
 
     def apply(record: JobRecord) -> None:
         record.evaluation = {"decision": "reject", "reason": reason, "examples": 0}
+
+    return apply
+
+
+def _partial(pairs: dict[int, list[float | None]]) -> Callable[[JobRecord], None]:
+    """Keep the gate's scores so far on the (still `succeeded`) job, for its next try."""
+
+    def apply(record: JobRecord) -> None:
+        record.evaluation = {"partial": {str(k): v for k, v in pairs.items()}}
 
     return apply

@@ -91,9 +91,9 @@ WINDOW_S: Final = 300
 """A proof's time may be this many seconds before or after its reference time."""
 PROPERTIES: Final = (PROOF, PROOF_TIME, KEY_ID)
 
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_TIME = re.compile(r"^[0-9]{1,12}$")
-_NONCE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_TIME = re.compile(r"[0-9]{1,12}")
+_NONCE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 class ProofReason:
@@ -158,9 +158,9 @@ def presented(values: Mapping[str, object]) -> Presented:
     assert signature is not None
     assert at is not None
     assert key_id is not None
-    if not _HEX64.match(signature):
+    if not _HEX64.fullmatch(signature):
         raise ProofError(ProofReason.INVALID, f"{PROOF} is not 64 lower-case hex digits")
-    if not _TIME.match(at):
+    if not _TIME.fullmatch(at):
         raise ProofError(ProofReason.INVALID, f"{PROOF_TIME} is not Unix seconds")
     if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", key_id):
         raise ProofError(ProofReason.INVALID, f"{KEY_ID} is not a key id")
@@ -172,7 +172,7 @@ def nonce_of(headers: Mapping[str, object]) -> str:
     nonce = _text(lowered.get(NONCE))
     if nonce is None:
         raise ProofError(ProofReason.MISSING, f"no {NONCE}")
-    if not _NONCE.match(nonce):
+    if not _NONCE.fullmatch(nonce):
         raise ProofError(ProofReason.INVALID, f"{NONCE} is not 1-128 letters, digits or ._:-")
     return nonce
 

@@ -160,6 +160,11 @@ def test_the_http_form_covers_method_path_nonce_body_and_time() -> None:
          ProofReason.INVALID, "Unix seconds"),
         ({"x-tenant-proof": "a" * 64, "x-tenant-proof-time": "1", "x-tenant-key-id": "k 1"},
          ProofReason.INVALID, "key id"),
+        # a trailing newline: what is checked must be byte for byte what was signed
+        ({"x-tenant-proof": "a" * 64, "x-tenant-proof-time": "1\n", "x-tenant-key-id": "k1"},
+         ProofReason.INVALID, "Unix seconds"),
+        ({"x-tenant-proof": "a" * 64 + "\n", "x-tenant-proof-time": "1", "x-tenant-key-id": "k1"},
+         ProofReason.INVALID, "hex"),
     ],
 )  # fmt: skip
 def test_missing_or_malformed_proof_properties_are_named(

@@ -24,6 +24,7 @@ from shared.finetune.backends.port import (
     TrainedModel,
     TrainingSpec,
 )
+from shared.finetune.gate import EvaluationGate, held_out_examples
 from shared.finetune.jobs import JobRecord, JobState
 from shared.finetune.launcher import Backend, Backends
 from shared.finetune.operator import models_view, rollback_now
@@ -462,7 +463,7 @@ async def test_a_gate_that_never_gets_answers_rejects_after_its_patience() -> No
     await loop.runtime.job_watcher.tick()
     done = await loop.runtime.jobs.get("fabrikam", job.job_id)
     assert done.state is JobState.REJECTED
-    assert "could not be answered now" in done.history[-1].reason
+    assert "could not be answered yet" in done.history[-1].reason
 
 
 async def test_repeated_examples_count_once_and_never_cross_the_split() -> None:
@@ -508,3 +509,25 @@ async def test_repeated_examples_count_once_and_never_cross_the_split() -> None:
     assert not isinstance(refused, JobRecord)
     assert refused.reason == "dataset_too_small"
     assert "5 distinct examples" in refused.detail
+
+
+async def test_the_gate_goes_on_from_the_pairs_already_scored() -> None:
+    """Scores kept from an earlier try are not asked for again (the gate then fits in a tenant's
+    quota over several ticks instead of starting over each time and never finishing)."""
+    loop = await make_loop()
+    registry = await loop.runtime.registry.get()
+    tenant = registry.tenant("fabrikam")
+    assert tenant is not None
+    examples = held_out_examples([example(i) for i in range(10)])
+    gate = EvaluationGate(loop.runtime.resilient, judge="judge")
+    partial: dict[int, list[float | None]] = {i: [1.0, 0.0] for i in range(9)}
+    result = await gate.evaluate(
+        registry,
+        tenant,
+        candidate="fabrikam-ft-v1",
+        current="gpt-4o-mini-pool-a",
+        examples=examples,
+        partial=partial,
+    )
+    assert result["examples"] == 10
+    assert len(loop.models.calls) == 4  # only example 9: two answers, two judgements
