@@ -64,14 +64,6 @@ from azure.mgmt.cognitiveservices.models import (
     DeploymentProperties,
     Sku,
 )
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_random_exponential,
-)
 
 from shared.finetune.backends.azure_openai import DEFAULT_RETRY, RetrySettings
 from shared.finetune.backends.port import (
@@ -149,7 +141,6 @@ class AzureOpenAIDeployer:
         self._endpoint = endpoint
         self._retry = retry
         self._sleep = sleep
-        self._backoff = wait_random_exponential(multiplier=retry.base_s, max=retry.max_wait_s)
         options: dict[str, Any] = {"retry_total": 0}
         if base_url:
             options["base_url"] = base_url
@@ -216,23 +207,8 @@ class AzureOpenAIDeployer:
 
     # ---- retry ---------------------------------------------------------------------------
 
-    def _wait(self, state: RetryCallState) -> float:
-        outcome = state.outcome
-        error = outcome.exception() if outcome is not None and outcome.failed else None
-        hint = _retry_hint(error)
-        if hint is not None:
-            return min(hint, self._retry.max_wait_s)
-        return float(self._backoff(state))
-
     async def _call(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._retry.attempts)
-            | stop_after_delay(self._retry.deadline_s),
-            wait=self._wait,
-            retry=retry_if_exception(is_transient),
-            sleep=self._sleep,
-            reraise=True,
-        )
+        retrying = self._retry.retrying(retry_on=is_transient, hint=_retry_hint, sleep=self._sleep)
         try:
             async for attempt in retrying:
                 with attempt:

@@ -82,6 +82,7 @@ from shared.finetune.backends.port import (
     TrainingSpec,
 )
 from shared.finetune.backends.run_outputs import flat_lineage, flat_metrics
+from shared.finetune.backends.trainer_parameters import TRAIN_PARAMETERS, overridden
 
 ROOT: Final = Path(__file__).resolve().parents[3]
 TRAINING_DIR: Final = ROOT / "training"
@@ -91,16 +92,6 @@ DEFAULT_DATASTORE: Final = "workspaceblobstore"
 SERVERLESS_JOB_TIER: Final = "Spot"
 JOB_TIMEOUT_S: Final = 6 * 3600
 
-# The trainer's hyperparameter flags (training/train.py), in command-line order.
-TRAIN_PARAMETERS: Final = (
-    "max_steps",
-    "learning_rate",
-    "lora_r",
-    "lora_alpha",
-    "batch_size",
-    "save_steps",
-    "seed",
-)
 DEFAULT_PARAMETERS: Final[Mapping[str, int | float]] = {
     "max_steps": 1000,
     "learning_rate": 2e-4,
@@ -178,17 +169,7 @@ def training_parameters(
 ) -> dict[str, int | float]:
     """The trainer's hyperparameters: the defaults, overridden by those of spec.hyperparameters
     that the trainer knows (others, such as Azure OpenAI's n_epochs, do not apply here)."""
-    merged = {k: defaults.get(k, DEFAULT_PARAMETERS[k]) for k in TRAIN_PARAMETERS}
-    for key in TRAIN_PARAMETERS:
-        value = spec.hyperparameters.get(key)
-        if value is None:
-            continue
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise BackendError(f"hyperparameter {key}={value!r} is not a number") from None
-        merged[key] = number if key == "learning_rate" else int(number)
-    return merged
+    return overridden({k: defaults.get(k, DEFAULT_PARAMETERS[k]) for k in TRAIN_PARAMETERS}, spec)
 
 
 def _base_model_input(base_model: str, model_type: str) -> Input | str:

@@ -147,6 +147,31 @@ class RetrySettings:
     base_s: float = 0.5
     max_wait_s: float = 30.0
 
+    def retrying(
+        self,
+        *,
+        retry_on: Callable[[BaseException], bool],
+        hint: Callable[[BaseException | None], float | None],
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> AsyncRetrying:
+        """tenacity's loop for one call: these bounds, waits from `hint` (the failure's
+        retry-after) or else full-jitter backoff, re-raising the last failure."""
+        backoff = wait_random_exponential(multiplier=self.base_s, max=self.max_wait_s)
+
+        def wait(state: RetryCallState) -> float:
+            outcome = state.outcome
+            error = outcome.exception() if outcome is not None and outcome.failed else None
+            seconds = hint(error)
+            return float(backoff(state)) if seconds is None else min(seconds, self.max_wait_s)
+
+        return AsyncRetrying(
+            stop=stop_after_attempt(self.attempts) | stop_after_delay(self.deadline_s),
+            wait=wait,
+            retry=retry_if_exception(retry_on),
+            sleep=sleep,
+            reraise=True,
+        )
+
 
 DEFAULT_RETRY: Final = RetrySettings()
 
@@ -304,7 +329,6 @@ class AzureOpenAIFineTuning:
         self._sleep = sleep
         self._clock = clock
         self._links = links_container
-        self._backoff = wait_random_exponential(multiplier=retry.base_s, max=retry.max_wait_s)
 
     @classmethod
     def connect(
@@ -610,14 +634,6 @@ class AzureOpenAIFineTuning:
 
     # ---- retry ---------------------------------------------------------------------------
 
-    def _wait(self, state: RetryCallState) -> float:
-        outcome = state.outcome
-        error = outcome.exception() if outcome is not None and outcome.failed else None
-        hint = _retry_hint(error)
-        if hint is not None:
-            return min(hint, self._retry.max_wait_s)
-        return float(self._backoff(state))
-
     async def _call(
         self,
         what: str,
@@ -627,14 +643,7 @@ class AzureOpenAIFineTuning:
     ) -> T:
         """One service call, retried on transient failures (`retry_on`); BackendError when it
         gives up."""
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._retry.attempts)
-            | stop_after_delay(self._retry.deadline_s),
-            wait=self._wait,
-            retry=retry_if_exception(retry_on),
-            sleep=self._sleep,
-            reraise=True,
-        )
+        retrying = self._retry.retrying(retry_on=retry_on, hint=_retry_hint, sleep=self._sleep)
         try:
             async for attempt in retrying:
                 with attempt:

@@ -41,6 +41,7 @@ from shared.finetune.backends.port import (
     TrainedModel,
     TrainingSpec,
 )
+from shared.finetune.backends.trainer_parameters import overridden
 
 DEFAULT_BASE_MODEL: Final = "tiny:mini"
 # Enough for the tiny model to learn the tenant's phrasing in seconds on a laptop's CPU.
@@ -53,7 +54,6 @@ DEFAULT_PARAMETERS: Final[Mapping[str, int | float]] = {
     "save_steps": 20,
     "seed": 42,
 }
-TRAIN_PARAMETERS: Final = tuple(DEFAULT_PARAMETERS)
 STATES: Final[Mapping[str, BackendState]] = {
     "Queued": BackendState.QUEUED,
     "Running": BackendState.RUNNING,
@@ -91,17 +91,7 @@ class LocalRunnerBackend:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
 
     def _request_parameters(self, spec: TrainingSpec) -> dict[str, int | float]:
-        merged = dict(self._parameters)
-        for key in TRAIN_PARAMETERS:
-            value = spec.hyperparameters.get(key)
-            if value is None:
-                continue
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                raise BackendError(f"hyperparameter {key}={value!r} is not a number") from None
-            merged[key] = number if key == "learning_rate" else int(number)
-        return merged
+        return overridden(self._parameters, spec)
 
     async def _call(
         self, method: str, path: str, action: str, body: Mapping[str, Any] | None = None
