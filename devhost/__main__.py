@@ -97,9 +97,15 @@ def up(args: argparse.Namespace) -> int:
         write_env_file(env_file, env)
         for what, where in stack.describe():
             print(f"  {what:<24} {where}")
-        print(f"settings, also in {env_file} (each line pastes into a shell as it is):")
+        # Raw `NAME=value` lines first, as local.settings.json holds them (tools read these),
+        # then the same as shell lines that paste as they are (quoted: a connection string's `;`
+        # would end the command).
+        print("  settings (local.settings.json values):")
         for name, value in env.items():
-            print(f"  {line(name, value)}")
+            print(f"    {name}={value}")
+        print(f"to paste into a shell (also in {env_file}):")
+        for name, value in env.items():
+            print(f"  export {line(name, value)}")
         print("Ctrl-C (or SIGTERM) stops everything.", flush=True)
         while True:
             ended = stack.exited()
